@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv in the repository root if it is missing and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: demo test test-all bench install install-dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install when the project's metadata changes (the stamp is older than pyproject.toml).
+$(STAMP_RUN): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[data]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+install: $(STAMP_RUN)
+install-dev: $(STAMP_DEV)
+
+demo: $(STAMP_RUN)
+	$(PY) -m mmix_applied.cli demo
+
+test: $(STAMP_DEV)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP_DEV)
+	$(PY) -m pytest -q
+
+bench: $(STAMP_DEV)
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

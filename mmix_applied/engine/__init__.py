@@ -1,0 +1,1 @@
+"""mmix_applied.engine."""

@@ -1,0 +1,1 @@
+"""Recipes: the three uses people have (timm fine-tuning, medical segmentation, handwriting)."""
