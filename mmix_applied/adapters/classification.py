@@ -1,0 +1,126 @@
+"""Classification and multi-label adapters: soft targets mixed like the hidden states.
+
+Manifold Mixup (Verma et al., ICML 2019) trains on ``lam * onehot(y) + (1 - lam) * onehot(y[perm])``
+with a soft-target cross-entropy; label smoothing is applied to each one-hot before mixing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..plan import MixPlan
+from .base import TaskAdapter, check_batch, check_tensor, mix_batch
+
+__all__ = ["Classification", "MultiLabel"]
+
+
+def _check_count(value: object, name: str, adapter: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{adapter}: {name} must be an int >= 1; received {value!r}.")
+    return value
+
+
+class Classification(TaskAdapter):
+    """Single-label classification with class-index or soft-vector targets.
+
+    Args:
+        num_classes: number of classes ``C``.
+        label_smoothing: in [0, 1); each one-hot becomes ``(1 - s) * onehot + s / C``.
+        validate: check target values on every call (one device sync); turn off on a hot GPU loop
+            once the data is trusted.
+
+    Shapes: output ``(B, C)`` logits; target ``(B,)`` int64 class indices in ``[0, C)`` or ``(B, C)``
+    float probabilities.
+    """
+
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, validate: bool = True) -> None:
+        super().__init__()
+        self.num_classes = _check_count(num_classes, "num_classes", "Classification")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"Classification: label_smoothing must be in [0, 1); received {label_smoothing!r}.")
+        self.label_smoothing = float(label_smoothing)
+        self.validate = validate
+
+    def soft_targets(self, target: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Validated ``(B, C)`` soft targets, label smoothing applied."""
+        target = check_tensor(target, "target", "Classification")
+        C = self.num_classes
+        if target.dim() == 1:
+            if target.is_floating_point() or target.dtype == torch.bool:
+                raise TypeError(
+                    f"Classification: class-index targets must be an integer tensor; received dtype "
+                    f"{target.dtype} of shape {tuple(target.shape)}. Use target.long(), or pass (B, {C}) probabilities."
+                )
+            if self.validate and target.numel() and (int(target.min()) < 0 or int(target.max()) >= C):
+                raise ValueError(
+                    f"Classification: class indices must be in [0, {C}); received values from "
+                    f"{int(target.min())} to {int(target.max())}. Check num_classes={C} and the labels."
+                )
+            soft = F.one_hot(target.long(), C).to(dtype)
+        elif target.dim() == 2 and target.shape[1] == C and target.is_floating_point():
+            soft = target.to(dtype)
+        else:
+            raise ValueError(
+                f"Classification: target must be (B,) class indices or (B, {C}) float probabilities; received "
+                f"shape {tuple(target.shape)} with dtype {target.dtype}."
+            )
+        if self.label_smoothing:
+            soft = soft * (1.0 - self.label_smoothing) + self.label_smoothing / C
+        return soft
+
+    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
+        """``lam * soft(y) + (1 - lam) * soft(y[perm])``, shape ``(B, C)``."""
+        return mix_batch(self.soft_targets(target), plan)
+
+    def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        output = check_tensor(output, "output", "Classification")
+        if output.dim() != 2 or output.shape[1] != self.num_classes:
+            raise ValueError(
+                f"Classification: output must be (B, {self.num_classes}) logits; received shape {tuple(output.shape)}. "
+                "Check the model's num_classes."
+            )
+        check_batch(output, check_tensor(target, "target", "Classification"), "Classification")
+        soft = self.soft_targets(target) if plan is None else self.mix_targets(target, plan)
+        logp = F.log_softmax(output.float(), dim=1)
+        return -(soft.to(logp.device) * logp).sum(dim=1).mean()
+
+
+class MultiLabel(TaskAdapter):
+    """Multi-label classification: BCE-with-logits on interpolated 0/1 vectors.
+
+    Shapes: output ``(B, L)`` logits; target ``(B, L)`` with values in [0, 1] (any numeric dtype).
+    """
+
+    def __init__(self, num_labels: int, *, validate: bool = True) -> None:
+        super().__init__()
+        self.num_labels = _check_count(num_labels, "num_labels", "MultiLabel")
+        self.validate = validate
+
+    def _targets(self, target: Tensor) -> Tensor:
+        target = check_tensor(target, "target", "MultiLabel")
+        if target.dim() != 2 or target.shape[1] != self.num_labels:
+            raise ValueError(
+                f"MultiLabel: target must be (B, {self.num_labels}); received shape {tuple(target.shape)}."
+            )
+        target = target.float()
+        if self.validate and target.numel() and (float(target.min()) < 0 or float(target.max()) > 1):
+            raise ValueError(
+                f"MultiLabel: target values must be in [0, 1]; received {float(target.min())} to {float(target.max())}."
+            )
+        return target
+
+    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
+        """``lam * y + (1 - lam) * y[perm]``."""
+        return mix_batch(self._targets(target), plan)
+
+    def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        output = check_tensor(output, "output", "MultiLabel")
+        if output.dim() != 2 or output.shape[1] != self.num_labels:
+            raise ValueError(
+                f"MultiLabel: output must be (B, {self.num_labels}) logits; received shape {tuple(output.shape)}."
+            )
+        check_batch(output, check_tensor(target, "target", "MultiLabel"), "MultiLabel")
+        y = self._targets(target) if plan is None else self.mix_targets(target, plan)
+        return F.binary_cross_entropy_with_logits(output.float(), y.to(output.device))

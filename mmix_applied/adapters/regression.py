@@ -1,0 +1,58 @@
+"""Regression adapter: interpolated float targets with any elementwise loss."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..plan import MixPlan
+from .base import TaskAdapter, check_batch, check_tensor, mix_batch
+
+__all__ = ["Regression", "LOSSES"]
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+    "smooth_l1": F.smooth_l1_loss,
+    "huber": F.huber_loss,
+}
+
+
+class Regression(TaskAdapter):
+    """Regression on float targets of the output's shape, mixed as ``lam*y + (1-lam)*y[perm]``.
+
+    Args:
+        loss: a name from :data:`LOSSES` or a callable ``loss(output, target) -> Tensor`` (elementwise
+            mean), e.g. ``torch.nn.functional.mse_loss``.
+    """
+
+    def __init__(self, loss: str | Callable[[Tensor, Tensor], Tensor] = "mse") -> None:
+        super().__init__()
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"Regression: unknown loss {loss!r}; valid: {sorted(LOSSES)} or a callable.")
+            self.loss_fn = LOSSES[loss]
+        elif callable(loss):
+            self.loss_fn = loss
+        else:
+            raise TypeError(f"Regression: loss must be a name or a callable; received {type(loss).__name__}.")
+
+    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
+        """``lam * y + (1 - lam) * y[perm]``."""
+        return mix_batch(target.float(), plan)
+
+    def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        output = check_tensor(output, "output", "Regression")
+        target = check_tensor(target, "target", "Regression")
+        check_batch(output, target, "Regression")
+        if target.shape != output.shape:
+            raise ValueError(
+                f"Regression: target shape {tuple(target.shape)} must equal output shape {tuple(output.shape)}; "
+                "reshape the target (e.g. target.view(-1, 1) for one output)."
+            )
+        if not target.is_floating_point():
+            raise TypeError(f"Regression: target must be a float tensor; received dtype {target.dtype}.")
+        y = target if plan is None else self.mix_targets(target, plan)
+        return self.loss_fn(output.float(), y.float().to(output.device))

@@ -1,0 +1,163 @@
+"""Segmentation adapter: soft dense targets for 2D and 3D masks, CE with probabilities + soft Dice.
+
+Mixing at a hidden state mixes the whole image, so the target is the same mix of the two masks,
+pixel by pixel: ``lam * onehot(m) + (1 - lam) * onehot(m[perm])`` (Manifold Mixup, Verma et al.,
+ICML 2019); in cutmix mode the plan's box, resized to the mask, swaps target pixels. Dice is not
+linear in the target, so the target is mixed, not the loss. Pixels marked ``ignore_index`` in
+either partner (mixup) or in the partner they come from (cutmix) stay ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from torch import Tensor
+
+from ..functional import box_mask
+from ..plan import MixPlan
+from .base import TaskAdapter, check_batch, check_tensor, mix_dense
+
+__all__ = ["Segmentation", "SEG_MODES"]
+
+SEG_MODES = ("multiclass", "binary", "multilabel")
+
+
+class Segmentation(TaskAdapter):
+    """Dense 2D/3D segmentation.
+
+    Args:
+        num_classes: ``C``; 1 for ``binary``.
+        mode: ``"multiclass"`` (output ``(B, C, *S)`` logits, mask ``(B, *S)`` or ``(B, 1, *S)`` class
+            indices), ``"binary"`` (output ``(B, 1, *S)``, mask of 0/1), ``"multilabel"`` (output
+            ``(B, C, *S)``, mask ``(B, C, *S)`` of 0/1). ``*S`` is ``H, W`` or ``D, H, W``.
+        dice_weight: weight of the soft Dice term (MONAI ``DiceLoss``, soft targets accepted).
+        ce_weight: weight of the cross-entropy term (BCE for binary/multilabel).
+        ignore_index: mask value whose pixels count in neither term (None: every pixel counts).
+        include_background: whether channel 0 counts in Dice (multiclass).
+        dice_batch: Dice over the whole batch per class (True) or per sample then averaged.
+        validate: check mask values on every call (one device sync).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mode: str = "multiclass",
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        ignore_index: int | None = None,
+        include_background: bool = True,
+        dice_batch: bool = True,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        if mode not in SEG_MODES:
+            raise ValueError(f"Segmentation: mode must be one of {SEG_MODES}; received {mode!r}.")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"Segmentation: num_classes must be an int >= 1; received {num_classes!r}.")
+        if mode == "binary" and num_classes != 1:
+            raise ValueError(f"Segmentation: mode='binary' has one output channel; received num_classes={num_classes}. "
+                             "Use num_classes=1, or mode='multiclass' with 2 classes.")
+        if mode == "multiclass" and num_classes < 2:
+            raise ValueError("Segmentation: mode='multiclass' needs num_classes >= 2; use mode='binary' for one class.")
+        if dice_weight < 0 or ce_weight < 0 or dice_weight + ce_weight == 0:
+            raise ValueError(f"Segmentation: weights must be >= 0 and not both 0; received dice_weight={dice_weight}, "
+                             f"ce_weight={ce_weight}.")
+        self.num_classes, self.mode = num_classes, mode
+        self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
+        self.ignore_index = ignore_index
+        self.validate = validate
+        self.dice = DiceLoss(include_background=include_background or mode != "multiclass", batch=dice_batch,
+                             softmax=False, sigmoid=False)
+
+    # ------------------------------------------------------------------ targets
+    def soft_targets(self, mask: Tensor, spatial: int) -> tuple[Tensor, Tensor]:
+        """``(B, C, *S)`` float targets and a ``(B, 1, *S)`` bool mask of counted pixels."""
+        mask = check_tensor(mask, "target", "Segmentation")
+        C = self.num_classes
+        if self.mode == "multilabel":
+            if mask.dim() != spatial + 2 or mask.shape[1] != C:
+                raise ValueError(f"Segmentation(multilabel): mask must be (B, {C}, *spatial) with {spatial} spatial "
+                                 f"dims; received shape {tuple(mask.shape)}.")
+            valid = torch.ones_like(mask[:, :1], dtype=torch.bool)
+            if self.ignore_index is not None:
+                valid = (mask != self.ignore_index).all(dim=1, keepdim=True)
+            target = torch.where(valid, mask, torch.zeros_like(mask)).float()
+            self._check_range(target, 0, 1, "0/1 values")
+            return target, valid
+        if mask.dim() == spatial + 2 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        if mask.dim() != spatial + 1:
+            raise ValueError(f"Segmentation({self.mode}): mask must be (B, *spatial) or (B, 1, *spatial) with "
+                             f"{spatial} spatial dims to match the output; received shape {tuple(mask.shape)}.")
+        if self.mode == "multiclass" and (mask.is_floating_point() or mask.dtype == torch.bool):
+            raise TypeError(f"Segmentation(multiclass): mask must hold integer class indices; received dtype "
+                            f"{mask.dtype}. Convert with mask.long() (for probability maps, use mode='multilabel').")
+        valid = torch.ones_like(mask, dtype=torch.bool) if self.ignore_index is None else mask != self.ignore_index
+        clean = torch.where(valid, mask, torch.zeros_like(mask))
+        if self.mode == "multiclass":
+            self._check_range(clean, 0, C - 1, f"class indices in [0, {C})")
+            target = F.one_hot(clean.long(), C).movedim(-1, 1).float()
+        else:
+            self._check_range(clean, 0, 1, "0/1 values")
+            target = clean.float().unsqueeze(1)
+        return target, valid.unsqueeze(1)
+
+    def _check_range(self, values: Tensor, lo: float, hi: float, what: str) -> None:
+        if self.validate and values.numel():
+            vmin, vmax = float(values.min()), float(values.max())
+            if vmin < lo or vmax > hi:
+                extra = "" if self.ignore_index is None else f" (ignore_index={self.ignore_index} excepted)"
+                raise ValueError(f"Segmentation({self.mode}): mask must hold {what}{extra}; received values from "
+                                 f"{vmin:g} to {vmax:g}. Check num_classes={self.num_classes} and the mask encoding.")
+
+    def mix_targets(self, target: Tensor, plan: MixPlan, *, spatial: int | None = None) -> Tensor:
+        """The mixed soft target ``(B, C, *S)`` (ignored pixels are 0 in every channel)."""
+        spatial = spatial if spatial is not None else target.dim() - (2 if self.mode == "multilabel" else 1)
+        soft, valid = self.soft_targets(target, spatial)
+        mixed, valid = self._mix(soft, valid, plan)
+        return mixed * valid
+
+    def _mix(self, soft: Tensor, valid: Tensor, plan: MixPlan) -> tuple[Tensor, Tensor]:
+        perm = plan.perm.to(soft.device)
+        mixed = mix_dense(soft, plan)
+        if plan.box is None:
+            valid = valid & valid[perm]
+        else:
+            box = plan.box[-(soft.dim() - 2):]
+            valid = torch.where(box_mask(box, soft.shape[2:], device=soft.device), valid[perm], valid)
+        return mixed, valid
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        output = check_tensor(output, "output", "Segmentation")
+        channels = 1 if self.mode == "binary" else self.num_classes
+        if output.dim() not in (4, 5) or output.shape[1] != channels:
+            raise ValueError(f"Segmentation({self.mode}): output must be (B, {channels}, H, W) or (B, {channels}, D, H, W) "
+                             f"logits; received shape {tuple(output.shape)}. Check the network's out channels.")
+        check_batch(output, check_tensor(target, "target", "Segmentation"), "Segmentation")
+        spatial = output.dim() - 2
+        soft, valid = self.soft_targets(target.to(output.device), spatial)
+        if tuple(soft.shape[2:]) != tuple(output.shape[2:]):
+            raise ValueError(f"Segmentation: mask spatial size {tuple(soft.shape[2:])} differs from output spatial size "
+                             f"{tuple(output.shape[2:])}; resize the mask (nearest) or the output to match.")
+        if plan is not None:
+            soft, valid = self._mix(soft, valid, plan)
+        logits = output.float()
+        weight = valid.float()
+        counted = weight.sum().clamp_min(1.0)
+        total = logits.new_zeros(())
+        if self.mode == "multiclass":
+            if self.ce_weight:
+                ce = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
+                total = total + self.ce_weight * (ce * weight).sum() / counted
+            probs = logits.softmax(dim=1)
+        else:
+            if self.ce_weight:
+                bce = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+                total = total + self.ce_weight * (bce * weight).sum() / (counted * logits.shape[1])
+            probs = logits.sigmoid()
+        if self.dice_weight:
+            total = total + self.dice_weight * self.dice(probs * weight, soft * weight)
+        return total

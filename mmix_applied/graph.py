@@ -1,0 +1,157 @@
+"""Cuts on a traced graph: the state at a mix point is the live set of the forward graph.
+
+A cut after point ``p`` must mix every value computed before the cut and used after it, or an
+encoder-decoder's decoder sees a mixed deep path beside unmixed skips (DESIGN.md section 2).
+Module hooks see only module boundaries, and MONAI's ``UNet`` joins its skips with a bare
+``torch.cat``. So the model's forward is traced once with ``torch.fx``, keeping the points (and
+every module that contains no point) as leaves, and for each point a copy of the graph is made in
+which every live, input-dependent value is replaced, for its uses after the cut, by its mix.
+
+The traced graph calls the user's own submodules, so parameters, buffers, hooks and
+``state_dict`` keys are the user's. Python branches in the traced modules are frozen as they were
+in training mode; the graphs run only in training mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .functional import BatchDims, mix_value
+from .points import INPUT, resolve_batch_dims
+
+__all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PLAN_ARGS"]
+
+#: Names of the graph inputs that carry the plan; passed as keyword arguments.
+PLAN_ARGS = ("mmix_lam", "mmix_perm", "mmix_box")
+
+
+class TraceFailed(RuntimeError):
+    """The model's forward could not be traced with ``torch.fx``."""
+
+
+class _CutTracer(fx.Tracer):
+    """Keeps mix points and every module that contains no point as leaves."""
+
+    def __init__(self, points: set[str]) -> None:
+        super().__init__()
+        self._points = points
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        name = module_qualified_name
+        if name in self._points:
+            return True
+        return not any(p.startswith(name + ".") for p in self._points)
+
+
+def _concrete_args(model: nn.Module) -> dict[str, Any]:
+    """Non-tensor defaults (flags, None) are frozen so Python branches on them trace."""
+    out = {}
+    for name, param in inspect.signature(model.forward).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = param.default
+        if default is not inspect.Parameter.empty and (default is None or isinstance(default, (bool, int, float, str))):
+            out[name] = default
+    return out
+
+
+def trace_for_points(model: nn.Module, points: list[str]) -> fx.Graph:
+    """Trace ``model``'s forward in training mode with ``points`` kept as leaf calls.
+
+    Raises:
+        TraceFailed: the forward has data-dependent control flow or other untraceable code.
+        ValueError: a point is not called exactly once in forward.
+    """
+    module_points = {p for p in points if p != INPUT}
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.train()
+        graph = _CutTracer(module_points).trace(model, concrete_args=_concrete_args(model) or None)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError ...)
+        raise TraceFailed(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    for p in sorted(module_points):
+        calls = sum(1 for n in graph.nodes if n.op == "call_module" and n.target == p)
+        if calls != 1:
+            raise ValueError(
+                f"mix point {p!r} is called {calls} times in {type(model).__name__}.forward; a point "
+                "must be a module called exactly once (a cut needs one place in the forward). "
+                "Choose its parent block or another module."
+            )
+    return graph
+
+
+def _tainted(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose value depends on the model's inputs (parameters and constants do not)."""
+    tainted: set[fx.Node] = set()
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            if n.target not in PLAN_ARGS:
+                tainted.add(n)
+        elif n.op in ("call_module", "call_function", "call_method"):
+            if any(a in tainted for a in n.all_input_nodes):
+                tainted.add(n)
+    return tainted
+
+
+def live_set(graph: fx.Graph, point: str) -> tuple[fx.Node, list[fx.Node]]:
+    """The point's node and the input-dependent values computed up to it and used after it."""
+    nodes = list(graph.nodes)
+    position = {n: i for i, n in enumerate(nodes)}
+    cut_node = next(n for n in nodes if n.op == "call_module" and n.target == point)
+    cut = position[cut_node]
+    tainted = _tainted(graph)
+    live = [
+        n for n in nodes[: cut + 1]
+        if n in tainted and any(position[u] > cut for u in n.users)
+    ]
+    return cut_node, live
+
+
+def _node_batch_dims(model: nn.Module, node: fx.Node, point: str, override: dict[str, BatchDims] | None) -> BatchDims:
+    if node.op == "call_module":
+        return resolve_batch_dims(model, str(node.target), override)
+    return 0
+
+
+def build_cut_graph(
+    model: nn.Module, base: fx.Graph, point: str, batch_dims: dict[str, BatchDims] | None = None
+) -> fx.GraphModule:
+    """A GraphModule that runs ``model``'s forward and mixes the live set after ``point``.
+
+    Its forward takes the model's arguments plus the keyword arguments ``mmix_lam``,
+    ``mmix_perm`` and ``mmix_box`` (see :data:`PLAN_ARGS`).
+    """
+    graph = copy.deepcopy(base)
+    cut_node, live = live_set(graph, point)
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    cut = position[cut_node]
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    anchor = placeholders[-1] if placeholders else None
+    plan_nodes = []
+    for name in PLAN_ARGS:
+        ctx = graph.inserting_after(anchor) if anchor is not None else graph.inserting_before(None)
+        with ctx:
+            anchor = graph.placeholder(name, default_value=None)
+        plan_nodes.append(anchor)
+    lam, perm, box = plan_nodes
+    anchor = cut_node
+    for value in live:
+        dims = _node_batch_dims(model, value, point, batch_dims)
+        with graph.inserting_after(anchor):
+            mixed = graph.call_function(mix_value, (value, lam, perm, box, dims))
+        anchor = mixed
+        for user in list(value.users):
+            if user is not mixed and user in position and position[user] > cut:
+                user.replace_input_with(value, mixed)
+    graph.lint()
+    gm = fx.GraphModule(model, graph, class_name=f"{type(model).__name__}MixedAt_{point.replace('.', '_')}")
+    return gm

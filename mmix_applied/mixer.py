@@ -1,0 +1,312 @@
+"""ManifoldMixup: makes an unmodified model mix its hidden states at a random point each step.
+
+Manifold Mixup (Verma et al., ICML 2019): pick a point uniformly from the eligible set (the input
+counts), draw ``lam ~ Beta(alpha, alpha)`` and a permutation, mix the state there, mix the targets
+the same way. The user's own model object mixes: ``model(x)`` inside ``mixer.apply(plan)`` runs a
+traced copy of its forward (see :mod:`mmix_applied.graph`) that calls the same submodules; in
+``eval()`` mode, with the mixer disabled, or outside ``apply`` it runs its own forward untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from .functional import BatchDims, mix_value
+from .graph import TraceFailed, build_cut_graph, trace_for_points
+from .plan import MixPlan, sample_beta, sample_box
+from .points import INPUT, default_points, resolve_batch_dims, validate_points
+
+__all__ = ["ManifoldMixup", "MODES"]
+
+MODES = ("mixup", "cutmix")
+
+
+def _first_tensor(args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor | None:
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, Tensor):
+            return value
+    return None
+
+
+class _MixingForward:
+    """Instance-level ``forward`` of a mixed model: routes to the mixer while a plan is active.
+
+    A copy of the model (``copy.deepcopy`` for an EMA, pickling for spawn) gets a plain
+    pass-through, so it never runs the original model's graphs.
+    """
+
+    def __init__(self, model: nn.Module, mixer: "ManifoldMixup | None", original: Any) -> None:
+        self.model = model
+        self.mixer = mixer
+        self.original = original
+        self.__wrapped__ = original if original is not None else type(model).forward.__get__(model)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        mixer = self.mixer
+        if mixer is None:
+            return type(self.model).forward(self.model, *args, **kwargs)
+        plan = mixer._active
+        if plan is None or not mixer.enabled or not self.model.training:
+            return self.original(*args, **kwargs)
+        return mixer._forward_mixed(plan, self.original, args, kwargs)
+
+    def __deepcopy__(self, memo: dict) -> "_MixingForward":
+        import copy
+
+        return _MixingForward(copy.deepcopy(self.model, memo), None, None)
+
+    def __reduce__(self):
+        return (_MixingForward, (self.model, None, None))
+
+
+class ManifoldMixup:
+    """Manifold Mixup for an unmodified model.
+
+    Args:
+        model: the network; it keeps its parameters, ``state_dict`` keys and forward.
+        points: ``"auto"`` (the model's own description, see :func:`default_points`) or a list of
+            ``"input"`` and module names from ``model.named_modules()``.
+        alpha: Beta(alpha, alpha) concentration, > 0 (paper: 2.0 for small images, 0.2 for
+            larger or many-class data).
+        mode: ``"mixup"`` (interpolate) or ``"cutmix"`` (swap a box at the point's resolution).
+        lam_per_sample: one lam per sample instead of one per batch (``mixup`` mode only).
+        prob: probability that a step called through ``mixer(...)`` mixes at all.
+        seed: seed of the mixer's own generator (None: a fresh random seed).
+        batch_dims: per-point batch dimension(s) for states whose batch is not dim 0, e.g.
+            ``{"rnn": 1}`` for a ``(T, B, D)`` sequence (see :data:`~mmix_applied.functional.BatchDims`).
+
+    Example:
+        >>> mixer = ManifoldMixup(model, alpha=2.0, seed=0)
+        >>> out, plan = mixer(x)                 # samples a plan and runs the mixed forward
+        >>> loss = adapter.loss(out, y, plan)    # targets or losses mixed with the same plan
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        points: str | Sequence[str] = "auto",
+        alpha: float = 2.0,
+        mode: str = "mixup",
+        lam_per_sample: bool = False,
+        prob: float = 1.0,
+        seed: int | None = None,
+        batch_dims: dict[str, BatchDims] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; received {type(model).__name__}.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha must be a number > 0 (Beta(alpha, alpha)); received {alpha!r}. Typical: 2.0 or 0.2.")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; received {mode!r}.")
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be a number in [0, 1]; received {prob!r}.")
+        if mode == "cutmix" and lam_per_sample:
+            raise ValueError("lam_per_sample=True needs mode='mixup': cutmix uses one box per batch.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None; received {seed!r}.")
+        self.model = model
+        self.alpha = float(alpha)
+        self.mode = mode
+        self.lam_per_sample = bool(lam_per_sample)
+        self.prob = float(prob)
+        self.batch_dims = dict(batch_dims or {})
+        self.points: list[str] = default_points(model) if points == "auto" else validate_points(model, points)
+        self.enabled = True
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        self._active: MixPlan | None = None
+        self._graphs: dict[str, fx.GraphModule] = {}
+        self._grids: dict[tuple, list[int] | None] = {}
+        self._hooks: list[Any] = []
+        self.trace_error: str | None = None
+        module_points = [p for p in self.points if p != INPUT]
+        if module_points:
+            try:
+                base = trace_for_points(model, module_points)
+                # Built once, here: torch.compile must never see a graph being built.
+                self._graphs = {p: build_cut_graph(model, base, p, self.batch_dims) for p in module_points}
+            except TraceFailed as exc:
+                self.trace_error = str(exc)
+                warnings.warn(
+                    f"{type(model).__name__}.forward could not be traced ({exc}); falling back to forward "
+                    "hooks that mix only each point's output. Tensors that bypass a point (skip "
+                    "connections) are then NOT mixed: prefer points with no skip across them.",
+                    stacklevel=2,
+                )
+                self._install_hooks(module_points)
+        self._previous_forward = model.__dict__.get("forward")
+        model.forward = _MixingForward(model, self, model.forward)
+
+    # ------------------------------------------------------------------ drawing
+    def sample(self, batch_size: int, device: torch.device | str | None = None, *,
+               input_shape: Sequence[int] | None = None) -> MixPlan:
+        """Draw a plan (point, lam, perm, box) from the mixer's own generator.
+
+        Args:
+            batch_size: number of samples in the batch (1 works: the sample mixes with itself).
+            device: where the plan's tensors go (default CPU; the forward moves them if needed).
+            input_shape: the input's shape; in ``cutmix`` mode it places the box on the point's grid
+                so that lam is exactly the kept area there (without it, the grid is the input's).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}.")
+        g = self.generator
+        point = self.points[int(torch.randint(len(self.points), (1,), generator=g))]
+        lam = sample_beta(self.alpha, batch_size if self.lam_per_sample else 1, g)
+        lam = lam if self.lam_per_sample else lam[0]
+        perm = torch.randperm(batch_size, generator=g)
+        box = None
+        if self.mode == "cutmix":
+            grid = self._grid(point, input_shape)
+            box, kept = sample_box(float(lam), grid, g)
+            lam = torch.tensor(kept, dtype=torch.float32)
+        plan = MixPlan(point=point, lam=lam, perm=perm, box=box)
+        return plan if device is None else plan.to(device)
+
+    def _grid(self, point: str, input_shape: Sequence[int] | None) -> list[int]:
+        if input_shape is None:
+            return [1, 1]  # unknown resolution: a coarse 2D grid keeps lam exact at any multiple
+        key = (point, tuple(input_shape))
+        if key not in self._grids:
+            self._grids[key] = self._probe_grid(point, tuple(input_shape))
+        grid = self._grids[key]
+        return grid if grid else list(input_shape[2:]) or [1, 1]
+
+    def _probe_grid(self, point: str, input_shape: tuple) -> list[int] | None:
+        """Spatial size of the state at ``point`` for inputs of ``input_shape`` (one eval forward)."""
+        if point == INPUT:
+            return list(input_shape[2:])
+        seen: list[list[int]] = []
+        handle = self.model.get_submodule(point).register_forward_hook(
+            lambda _m, _i, out: seen.append(list(out.shape[2:])) if isinstance(out, Tensor) else None
+        )
+        modes = {m: m.training for m in self.model.modules()}
+        param = next(self.model.parameters(), None)
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(torch.zeros((1,) + input_shape[1:], device=param.device if param is not None else None))
+        except Exception:  # the probe is best effort; the input grid is the fallback
+            return None
+        finally:
+            handle.remove()
+            for m, mode in modes.items():
+                m.training = mode
+        return seen[0] if seen and seen[0] else None
+
+    # ------------------------------------------------------------------ applying
+    @contextlib.contextmanager
+    def apply(self, plan: MixPlan) -> Iterator[MixPlan]:
+        """Within this context, a training-mode forward of the model mixes as ``plan`` says."""
+        if not isinstance(plan, MixPlan):
+            raise TypeError(f"apply() takes a MixPlan from sample(); received {type(plan).__name__}.")
+        if plan.point not in self.points:
+            raise ValueError(f"plan point {plan.point!r} is not one of this mixer's points {self.points}.")
+        previous, self._active = self._active, plan
+        try:
+            yield plan
+        finally:
+            self._active = previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, MixPlan | None]:
+        """Run ``model(*args, **kwargs)``, mixed at a freshly drawn plan when this step mixes.
+
+        Returns:
+            ``(output, plan)``; ``plan`` is None when the step ran unmixed (``eval()`` mode,
+            ``enabled`` False, or skipped by ``prob``), so ``adapter.loss(output, y, plan)``
+            is right in every case.
+        """
+        if not self.enabled or not self.model.training:
+            return self.model(*args, **kwargs), None
+        if self.prob < 1.0 and float(torch.rand((), generator=self.generator)) >= self.prob:
+            return self.model(*args, **kwargs), None
+        x = _first_tensor(args, kwargs)
+        if x is None or x.dim() == 0:
+            raise TypeError("mixer(...) needs a batched tensor argument (the model input).")
+        plan = self.sample(x.shape[0], device=x.device, input_shape=tuple(x.shape))
+        with self.apply(plan):
+            out = self.model(*args, **kwargs)
+        return out, plan
+
+    def _forward_mixed(self, plan: MixPlan, original: Any, args: tuple, kwargs: dict) -> Any:
+        x = _first_tensor(args, kwargs)
+        if x is not None and x.dim() > 0:
+            if plan.lam.device != x.device or plan.perm.device != x.device:
+                plan = plan.to(x.device)
+            dim = resolve_batch_dims(self.model, INPUT, self.batch_dims)
+            size = x.shape[dim] if isinstance(dim, int) and x.dim() > dim else x.shape[0]
+            if size != plan.batch_size:
+                raise ValueError(
+                    f"the plan was drawn for batch size {plan.batch_size} but the input has batch size "
+                    f"{size}; draw the plan with mixer.sample({size}) for this batch."
+                )
+        if plan.point == INPUT:
+            dims = resolve_batch_dims(self.model, INPUT, self.batch_dims)
+            args = mix_value(tuple(args), plan.lam, plan.perm, plan.box, dims)
+            kwargs = mix_value(dict(kwargs), plan.lam, plan.perm, plan.box, dims)
+            return original(*args, **kwargs)
+        graph = self._graphs.get(plan.point)
+        if graph is None:  # fallback: forward hooks mix the point's output
+            return original(*args, **kwargs)
+        return graph(*args, **kwargs, mmix_lam=plan.lam, mmix_perm=plan.perm, mmix_box=plan.box)
+
+    def _install_hooks(self, module_points: list[str]) -> None:
+        for name in module_points:
+            def hook(_module, _inputs, output, name=name):
+                plan = self._active
+                if plan is None or plan.point != name or not self.enabled or not self.model.training:
+                    return None
+                dims = resolve_batch_dims(self.model, name, self.batch_dims)
+                return mix_value(output, plan.lam, plan.perm, plan.box, dims)
+            self._hooks.append(self.model.get_submodule(name).register_forward_hook(hook))
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Remove every hook and the forward routing; the model is as it was. Idempotent."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._graphs.clear()
+        current = self.model.__dict__.get("forward")
+        if isinstance(current, _MixingForward) and current.mixer is self:
+            if self._previous_forward is None:
+                del self.model.__dict__["forward"]
+            else:
+                self.model.__dict__["forward"] = self._previous_forward
+            current.mixer = None
+        self._active = None
+
+    def __enter__(self) -> "ManifoldMixup":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator state (so a resumed run draws the same plans) and the settings."""
+        return {"generator": self.generator.get_state(), "points": list(self.points), "alpha": self.alpha,
+                "mode": self.mode, "enabled": self.enabled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the generator state saved by :meth:`state_dict`."""
+        if not isinstance(state, dict) or "generator" not in state:
+            raise ValueError("load_state_dict expects the dict from ManifoldMixup.state_dict() (a 'generator' entry).")
+        if state.get("points", self.points) != self.points:
+            warnings.warn(f"restoring a mixer state saved with points {state['points']} into a mixer with "
+                          f"points {self.points}: the plans drawn will differ.", stacklevel=2)
+        self.generator.set_state(state["generator"])
+        self.enabled = bool(state.get("enabled", self.enabled))
+
+    def __repr__(self) -> str:
+        return (f"ManifoldMixup(model={type(self.model).__name__}, points={self.points}, alpha={self.alpha}, "
+                f"mode={self.mode!r}, lam_per_sample={self.lam_per_sample}, prob={self.prob})")

@@ -1,0 +1,195 @@
+"""Mix points: which cuts a model offers, taken from the model's own description.
+
+A point is ``"input"`` or the qualified name of a module (as in ``model.named_modules()``) whose
+output is the cut. Defaults come, in order, from the ``mix_points`` protocol (our own models and
+any user module), then from resolvers that read what a library's models say about themselves:
+timm's ``feature_info``, smp's encoder contract (the features its encoder returns), MONAI's
+network structure. Nothing is guessed from class names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .functional import BatchDims
+
+__all__ = [
+    "INPUT",
+    "default_points",
+    "validate_points",
+    "resolve_batch_dims",
+    "register_point_resolver",
+]
+
+INPUT = "input"
+
+PointResolver = Callable[[nn.Module], "list[str] | None"]
+_RESOLVERS: list[PointResolver] = []
+# Resolvers that live beside their model family and are imported only when needed.
+_LAZY_RESOLVERS = ["mmix_applied.models.monai_nets:monai_points"]
+
+
+def register_point_resolver(fn: PointResolver) -> PointResolver:
+    """Register ``fn(model) -> list[str] | None`` (None: not my kind of model). Usable as a decorator."""
+    _RESOLVERS.append(fn)
+    return fn
+
+
+def _timm_points(model: nn.Module) -> list[str] | None:
+    info = getattr(model, "feature_info", None)
+    if info is None or "timm" not in type(model).__module__:
+        return None
+    entries = [dict(e) for e in info] if not hasattr(info, "get_dicts") else info.get_dicts()
+    names = dict(model.named_modules())
+    modules = []
+    for e in entries:
+        name = e.get("module")
+        for candidate in (name, str(name).replace("_", ".")):
+            if candidate in names:
+                modules.append(candidate)
+                break
+    reductions = {e.get("reduction") for e in entries}
+    if len(modules) > 6 and len(reductions) == 1:
+        # Token models (ViT, DeiT): every block is listed at one resolution. Take the patch
+        # embedding and a spread of four blocks instead of all of them.
+        n = len(modules)
+        spread = [modules[round(i * (n - 1) / 3)] for i in range(4)]
+        embed = ["patch_embed"] if "patch_embed" in names else []
+        return embed + list(dict.fromkeys(spread))
+    return modules
+
+
+def _smp_points(model: nn.Module) -> list[str] | None:
+    smp = sys.modules.get("segmentation_models_pytorch")
+    if smp is None or not isinstance(model, smp.base.SegmentationModel):
+        return None
+    encoder = model.encoder
+    prefix = next(n for n, m in model.named_modules() if m is encoder)
+    in_ch = getattr(encoder, "_in_channels", None) or 3
+    producers: dict[int, str] = {}
+
+    def hook(name: str):
+        def record(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                producers[id(output)] = name  # the last module to finish with this tensor wins
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in encoder.named_modules() if n]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            features = encoder(torch.zeros(1, in_ch, 64, 64, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    points = []
+    for feat in features[1:]:
+        name = producers.get(id(feat))
+        if name is not None:
+            points.append(f"{prefix}.{name}")
+    return points
+
+
+def _lazy(spec: str) -> PointResolver | None:
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+register_point_resolver(_timm_points)
+register_point_resolver(_smp_points)
+
+
+def default_points(model: nn.Module) -> list[str]:
+    """The eligible points of ``model``: ``"input"`` first, then the model's declared stages.
+
+    Raises:
+        ValueError: when the model does not describe itself; the message says how to name points.
+    """
+    declared = getattr(model, "mix_points", None)
+    names: list[str] | None
+    if declared is not None:
+        names = list(declared() if callable(declared) else declared)
+    else:
+        names = None
+        resolvers = _RESOLVERS + [r for r in map(_lazy, _LAZY_RESOLVERS) if r is not None]
+        for resolver in resolvers:
+            names = resolver(model)
+            if names is not None:
+                break
+    if names is None:
+        raise ValueError(
+            f"points='auto' cannot tell the mix points of a {type(model).__name__}: it is not a timm, "
+            "smp or MONAI model and has no `mix_points` attribute. Pass points=[...] with 'input' and/or "
+            "module names from model.named_modules() at block boundaries (e.g. points=['input', "
+            "'layer1', 'layer2']), or give the model a `mix_points` list."
+        )
+    return [INPUT] + [n for n in dict.fromkeys(names) if n != INPUT]
+
+
+def validate_points(model: nn.Module, points: Sequence[str]) -> list[str]:
+    """Check user-named points against ``model.named_modules()``.
+
+    Raises:
+        TypeError: ``points`` is not a list of strings.
+        ValueError: an unknown, duplicated or nested point; the message lists close valid names.
+    """
+    if isinstance(points, str) or not all(isinstance(p, str) for p in points):
+        raise TypeError(
+            f"points must be 'auto' or a list of str (module names or 'input'); received {points!r}."
+        )
+    points = list(points)
+    if not points:
+        raise ValueError("points is empty; name at least one point, e.g. points=['input'].")
+    valid = [n for n, _ in model.named_modules() if n]
+    known = set(valid)
+    for p in points:
+        if p != INPUT and p not in known:
+            close = difflib.get_close_matches(p, valid + [INPUT], n=5, cutoff=0.5)
+            shown = ", ".join(repr(v) for v in valid[:25]) + (", ..." if len(valid) > 25 else "")
+            raise ValueError(
+                f"unknown mix point {p!r} for {type(model).__name__}. "
+                + (f"Did you mean {', '.join(map(repr, close))}? " if close else "")
+                + f"Valid points are 'input' and the module names of model.named_modules(): {shown}."
+            )
+    dupes = sorted({p for p in points if points.count(p) > 1})
+    if dupes:
+        raise ValueError(f"mix points must be distinct; received duplicates {dupes} in {points}.")
+    for p in points:
+        for q in points:
+            if p != INPUT and q != p and q.startswith(p + "."):
+                raise ValueError(
+                    f"mix point {q!r} lies inside point {p!r}; a cut is a module boundary, so name "
+                    "either the block or a module inside it, not both."
+                )
+    return points
+
+
+def resolve_batch_dims(model: nn.Module, point: str, override: dict[str, BatchDims] | None = None) -> BatchDims:
+    """The batch dimension(s) of ``point``'s output.
+
+    In order: ``override`` (the mixer's ``batch_dims``), the model's ``mix_batch_dims`` attribute,
+    the default of the module type (recurrent modules: the sequence at dim 1 unless
+    ``batch_first``, hidden states at dim 1), else 0.
+    """
+    for table in (override, getattr(model, "mix_batch_dims", None)):
+        if table and point in table:
+            return table[point]
+    if point != INPUT:
+        module = model.get_submodule(point)
+        if isinstance(module, nn.RNNBase):
+            return (0 if module.batch_first else 1, 1)
+    return 0
