@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 from torch import Tensor
 
 from ..functional import box_mask
@@ -68,6 +67,8 @@ class Segmentation(TaskAdapter):
         self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
         self.ignore_index = ignore_index
         self.validate = validate
+        from monai.losses import DiceLoss  # imported here: MONAI takes seconds to import
+
         self.dice = DiceLoss(include_background=include_background or mode != "multiclass", batch=dice_batch,
                              softmax=False, sigmoid=False)
 
