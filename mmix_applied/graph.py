@@ -25,7 +25,7 @@ from torch import nn
 from .functional import BatchDims, mix_value
 from .points import INPUT, resolve_batch_dims
 
-__all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PLAN_ARGS"]
+__all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PLAN_ARGS", "EAGER_CHECKS"]
 
 #: Names of the graph inputs that carry the plan; passed as keyword arguments.
 PLAN_ARGS = ("mmix_lam", "mmix_perm", "mmix_box")
@@ -36,17 +36,29 @@ class TraceFailed(RuntimeError):
 
 
 class _CutTracer(fx.Tracer):
-    """Keeps mix points and every module that contains no point as leaves."""
+    """Keeps mix points and every module that contains no point as leaves.
 
-    def __init__(self, points: set[str]) -> None:
+    Decided by module identity, not by name: a module registered under two names (MONAI's
+    DynUNet keeps its down blocks both in ``downsamples`` and in a ``skip_layers`` chain) is
+    still recognised as containing a point whichever path the forward calls it through.
+    """
+
+    def __init__(self, root: nn.Module, point_modules: list[nn.Module]) -> None:
         super().__init__()
-        self._points = points
+        self._points = {id(m) for m in point_modules}
+        self._ancestors = {
+            id(m) for m in root.modules()
+            if any(id(d) in self._points for d in m.modules() if d is not m)
+        }
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        name = module_qualified_name
-        if name in self._points:
-            return True
-        return not any(p.startswith(name + ".") for p in self._points)
+        return id(m) in self._points or id(m) not in self._ancestors
+
+
+#: Methods of a root module that only validate the input with Python branches on its shape
+#: (smp's ``SegmentationModel.check_input_shape``). They cannot be traced, so they are silenced
+#: while tracing and called eagerly on the input before each mixed forward instead.
+EAGER_CHECKS = ("check_input_shape",)
 
 
 def _concrete_args(model: nn.Module) -> dict[str, Any]:
@@ -68,18 +80,24 @@ def trace_for_points(model: nn.Module, points: list[str]) -> fx.Graph:
         TraceFailed: the forward has data-dependent control flow or other untraceable code.
         ValueError: a point is not called exactly once in forward.
     """
-    module_points = {p for p in points if p != INPUT}
+    point_modules = {p: model.get_submodule(p) for p in points if p != INPUT}
     modes = {m: m.training for m in model.modules()}
+    silenced = [name for name in EAGER_CHECKS if callable(getattr(model, name, None))]
     try:
         model.train()
-        graph = _CutTracer(module_points).trace(model, concrete_args=_concrete_args(model) or None)
+        for name in silenced:
+            setattr(model, name, lambda *args, **kwargs: None)
+        tracer = _CutTracer(model, list(point_modules.values()))
+        graph = tracer.trace(model, concrete_args=_concrete_args(model) or None)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError ...)
         raise TraceFailed(f"{type(exc).__name__}: {exc}") from exc
     finally:
+        for name in silenced:
+            model.__dict__.pop(name, None)
         for m, mode in modes.items():
             m.training = mode
-    for p in sorted(module_points):
-        calls = sum(1 for n in graph.nodes if n.op == "call_module" and n.target == p)
+    for p, module in sorted(point_modules.items()):
+        calls = len(_calls_of(model, graph, module))
         if calls != 1:
             raise ValueError(
                 f"mix point {p!r} is called {calls} times in {type(model).__name__}.forward; a point "
@@ -87,6 +105,10 @@ def trace_for_points(model: nn.Module, points: list[str]) -> fx.Graph:
                 "Choose its parent block or another module."
             )
     return graph
+
+
+def _calls_of(model: nn.Module, graph: fx.Graph, module: nn.Module) -> list[fx.Node]:
+    return [n for n in graph.nodes if n.op == "call_module" and model.get_submodule(str(n.target)) is module]
 
 
 def _tainted(graph: fx.Graph) -> set[fx.Node]:
@@ -102,11 +124,11 @@ def _tainted(graph: fx.Graph) -> set[fx.Node]:
     return tainted
 
 
-def live_set(graph: fx.Graph, point: str) -> tuple[fx.Node, list[fx.Node]]:
+def live_set(model: nn.Module, graph: fx.Graph, point: str) -> tuple[fx.Node, list[fx.Node]]:
     """The point's node and the input-dependent values computed up to it and used after it."""
     nodes = list(graph.nodes)
     position = {n: i for i, n in enumerate(nodes)}
-    cut_node = next(n for n in nodes if n.op == "call_module" and n.target == point)
+    cut_node = _calls_of(model, graph, model.get_submodule(point))[0]
     cut = position[cut_node]
     tainted = _tainted(graph)
     live = [
@@ -117,6 +139,8 @@ def live_set(graph: fx.Graph, point: str) -> tuple[fx.Node, list[fx.Node]]:
 
 
 def _node_batch_dims(model: nn.Module, node: fx.Node, point: str, override: dict[str, BatchDims] | None) -> BatchDims:
+    if node.op == "call_module" and model.get_submodule(str(node.target)) is model.get_submodule(point):
+        return resolve_batch_dims(model, point, override)  # the user's name for the point
     if node.op == "call_module":
         return resolve_batch_dims(model, str(node.target), override)
     return 0
@@ -131,7 +155,7 @@ def build_cut_graph(
     ``mmix_perm`` and ``mmix_box`` (see :data:`PLAN_ARGS`).
     """
     graph = copy.deepcopy(base)
-    cut_node, live = live_set(graph, point)
+    cut_node, live = live_set(model, graph, point)
     position = {n: i for i, n in enumerate(graph.nodes)}
     cut = position[cut_node]
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]

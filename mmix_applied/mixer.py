@@ -18,7 +18,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .functional import BatchDims, mix_value
-from .graph import TraceFailed, build_cut_graph, trace_for_points
+from .graph import EAGER_CHECKS, TraceFailed, build_cut_graph, trace_for_points
 from .plan import MixPlan, sample_beta, sample_box
 from .points import INPUT, default_points, resolve_batch_dims, validate_points
 
@@ -258,6 +258,10 @@ class ManifoldMixup:
         graph = self._graphs.get(plan.point)
         if graph is None:  # fallback: forward hooks mix the point's output
             return original(*args, **kwargs)
+        for name in EAGER_CHECKS:  # input checks the traced graph leaves out (see graph.py)
+            check = getattr(self.model, name, None)
+            if callable(check) and x is not None:
+                check(x)
         return graph(*args, **kwargs, mmix_lam=plan.lam, mmix_perm=plan.perm, mmix_box=plan.box)
 
     def _install_hooks(self, module_points: list[str]) -> None:

@@ -93,11 +93,20 @@ def _smp_points(model: nn.Module) -> list[str] | None:
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    points = []
+    points, unmatched = [], 0
     for feat in features[1:]:
         name = producers.get(id(feat))
         if name is not None:
             points.append(f"{prefix}.{name}")
+        elif feat.numel():
+            unmatched += 1
+    inner = getattr(encoder, "model", None)
+    if unmatched and inner is not None:
+        # A timm encoder whose features are reshaped tokens (smp's DPT with a ViT): no module
+        # returns them, so cut at the blocks the timm model itself lists.
+        nested = _timm_points(inner)
+        if nested:
+            return [f"{prefix}.model.{n}" for n in nested]
     return points
 
 
