@@ -1,1 +1,97 @@
-"""mmix_applied.models."""
+"""Model families behind one builder: timm classifiers, smp encoder–decoders, MONAI nets, CRNN.
+
+``create_model(family, name, num_classes=..., in_channels=..., pretrained=path, **options)``
+builds any registered model with fresh weights, then loads a local weights file if given (no
+hub downloads). Every built model has default mix points (see :func:`default_points`), which
+``ManifoldMixup(model, points="auto")`` resolves.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from torch import nn
+
+from ._registry import get_family, list_families, list_models, register_family
+from .crnn import CRNN, build_crnn, crnn_names
+from .monai_nets import build_monai, monai_names, monai_points
+from .smp_models import build_smp, smp_names
+from .timm_models import build_timm, param_groups, set_backbone_trainable, timm_names
+from .weights import LoadReport, head_prefixes, load_weights, read_state_dict, reset_head
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "list_families",
+    "register_family",
+    "default_points",
+    "param_groups",
+    "set_backbone_trainable",
+    "load_weights",
+    "read_state_dict",
+    "reset_head",
+    "head_prefixes",
+    "LoadReport",
+    "CRNN",
+    "monai_points",
+]
+
+register_family("timm", build_timm, names=timm_names, description="timm classifiers (CNNs, NFNets, ViT/DeiT)")
+register_family("smp", build_smp, names=smp_names, description="segmentation-models-pytorch encoder-decoders")
+register_family("monai", build_monai, names=monai_names, description="MONAI segmentation networks, 2D and 3D")
+register_family("crnn", build_crnn, names=crnn_names, description="CRNN text-line recognizer for CTC")
+
+
+def create_model(
+    family: str,
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    pretrained: str | os.PathLike | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build a model of a registered family, optionally with weights from a local file.
+
+    Args:
+        family: ``"timm"``, ``"smp"``, ``"monai"``, ``"crnn"`` or a family added with
+            :func:`register_family`.
+        name: the model within the family (``"resnet18"``, ``"unet"``, ``"basicunet"``, ``"crnn"``).
+        num_classes: outputs (classes, segmentation channels, or charset size + 1 for CTC).
+        in_channels: input channels.
+        pretrained: path to a local ``.safetensors`` or ``.pth`` file; the head is reset when its
+            shape differs from ``num_classes``, and the key report is logged (a warning is issued
+            when keys outside the head are missing or unexpected).
+        **options: passed to the family's builder (timm: ``drop_rate``, ``drop_path_rate``,
+            ``img_size``...; smp: ``encoder_name``, ``encoder_depth``...; monai:
+            ``spatial_dims``, ``channels``...; crnn: ``backbone``, ``hidden_size``...).
+
+    Raises:
+        ValueError: unknown family or name (with close matches), or invalid options.
+        FileNotFoundError: ``pretrained`` is not an existing file.
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int; received {num_classes!r}.")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int; received {in_channels!r}.")
+    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(
+            f"pretrained takes a path to a local weights file or None; received {pretrained!r}. "
+            "Hub downloads are not supported."
+        )
+    fam = get_family(family)
+    model = fam.build(name, num_classes=num_classes, in_channels=in_channels, **options)
+    if pretrained is not None:
+        report = load_weights(model, pretrained)
+        if not report.clean:
+            warnings.warn(f"weights loaded with differences:\n{report}", stacklevel=2)
+    return model
+
+
+def default_points(model: nn.Module) -> list[str]:
+    """The points ``ManifoldMixup(model, points="auto")`` uses: ``"input"`` then module names."""
+    from mmix_applied.points import default_points as resolve
+
+    return resolve(model)

@@ -1,0 +1,222 @@
+"""Local weights (safetensors and .pth), the key report, head reset, freezing and param groups."""
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mmix_applied.models import (
+    create_model,
+    load_weights,
+    param_groups,
+    read_state_dict,
+    reset_head,
+    set_backbone_trainable,
+)
+
+
+def _timm(num_classes=3, in_channels=3, **kw):
+    return create_model("timm", "test_resnet", num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+def _same(a, b, skip=()):
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa if not any(k.startswith(s) for s in skip))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_roundtrip(tmp_path, suffix):
+    torch.manual_seed(1)
+    source = _timm()
+    path = tmp_path / f"w{suffix}"
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    torch.manual_seed(2)
+    loaded = create_model("timm", "test_resnet", num_classes=3, pretrained=str(path))
+    assert _same(source, loaded)
+    report = load_weights(_timm(), path)
+    assert report.clean and not report.reset and len(report.loaded) == len(state)
+
+
+def test_lightning_checkpoint_prefix_is_found(tmp_path):
+    source = _timm()
+    ckpt = {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    target = _timm()
+    report = load_weights(target, tmp_path / "last.ckpt")
+    assert report.strip_prefix == "model." and report.add_prefix == "" and report.clean
+    assert _same(source, target)
+
+
+def test_head_reset_on_new_class_count(tmp_path):
+    source = _timm(num_classes=10)
+    save_file(source.state_dict(), str(tmp_path / "in10.safetensors"))
+    target = _timm(num_classes=3)
+    fresh_head = target.fc.weight.detach().clone()
+    report = load_weights(target, tmp_path / "in10.safetensors")
+    assert sorted(report.reset) == ["fc.bias", "fc.weight"]
+    assert report.clean  # the head is neither missing nor unexpected: it is reset
+    assert torch.equal(target.fc.weight, fresh_head) and target.fc.out_features == 3
+    assert _same(source, target, skip=("fc.",))
+    with pytest.raises(ValueError, match="fc.weight"):
+        load_weights(_timm(num_classes=3), tmp_path / "in10.safetensors", reset_head=False)
+    # reset_head=True keeps the fresh head even when the shapes agree.
+    same_size = _timm(num_classes=10)
+    kept = same_size.fc.weight.detach().clone()
+    report = load_weights(same_size, tmp_path / "in10.safetensors", reset_head=True)
+    assert sorted(report.reset) == ["fc.bias", "fc.weight"] and torch.equal(same_size.fc.weight, kept)
+    # A file without the head: the head is fresh, reported as reset, not as missing.
+    save_file({k: v for k, v in source.state_dict().items() if not k.startswith("fc.")},
+              str(tmp_path / "headless.safetensors"))
+    report = load_weights(_timm(num_classes=3), tmp_path / "headless.safetensors")
+    assert sorted(report.reset) == ["fc.bias", "fc.weight"] and report.clean
+    report = load_weights(_timm(num_classes=3), tmp_path / "headless.safetensors", reset_head=False)
+    assert sorted(report.missing) == ["fc.bias", "fc.weight"] and not report.reset
+
+
+def test_missing_and_unexpected_keys_are_reported(tmp_path):
+    state = dict(_timm().state_dict())
+    dropped = "layer1.0.conv1.weight"
+    del state[dropped]
+    state["extra.weight"] = torch.zeros(2)
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    report = load_weights(_timm(), tmp_path / "partial.safetensors")
+    assert report.missing == [dropped] and report.unexpected == ["extra.weight"] and not report.clean
+    text = str(report)
+    assert dropped in text and "extra.weight" in text
+    with pytest.warns(UserWarning, match=dropped):
+        create_model("timm", "test_resnet", num_classes=3, pretrained=tmp_path / "partial.safetensors")
+    with pytest.raises(ValueError, match="strict loading failed"):
+        load_weights(_timm(), tmp_path / "partial.safetensors", strict=True)
+
+
+def test_backbone_shape_mismatch_is_an_error(tmp_path):
+    save_file(create_model("timm", "test_resnet", num_classes=3, drop_rate=0.0).state_dict(),
+              str(tmp_path / "r.safetensors"))
+    other = create_model("timm", "test_efficientnet", num_classes=3)
+    with pytest.raises(ValueError, match=r"shape mismatch.*bn1\.bias: file \(32,\) vs model \(24,\)"):
+        load_weights(other, tmp_path / "r.safetensors")
+
+
+def test_rgb_stem_adapts_to_one_channel(tmp_path):
+    source = _timm(in_channels=3)
+    save_file(source.state_dict(), str(tmp_path / "rgb.safetensors"))
+    grey = _timm(in_channels=1)
+    report = load_weights(grey, tmp_path / "rgb.safetensors")
+    assert report.adapted == ["conv1.0.weight"]
+    expected = source.conv1[0].weight.sum(dim=1, keepdim=True)  # timm's rule for one channel
+    assert torch.allclose(grey.conv1[0].weight, expected)
+
+
+def test_encoder_only_checkpoint_into_smp(tmp_path):
+    classifier = _timm(num_classes=5)
+    save_file(classifier.state_dict(), str(tmp_path / "cls.safetensors"))
+    seg = create_model("smp", "unet", num_classes=2, encoder_name="tu-test_resnet", encoder_depth=3,
+                       decoder_channels=(8, 8, 8))
+    report = load_weights(seg, tmp_path / "cls.safetensors")
+    assert report.add_prefix == "encoder.model."
+    # The classifier and the stages an encoder of depth 3 does not build are left over.
+    assert {"fc.weight", "fc.bias"} <= set(report.unexpected)
+    assert all(k.split(".")[0] in ("fc", "layer3", "layer4") for k in report.unexpected)
+    assert all(k.startswith(("decoder.", "segmentation_head.")) for k in report.missing + report.reset)
+    assert torch.equal(seg.encoder.model.layer1[0].conv1.weight, classifier.layer1[0].conv1.weight)
+
+
+def test_pickled_code_is_refused(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="weights_only=True") as info:
+        read_state_dict(tmp_path / "evil.pth")
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_crnn_new_charset_resets_head_only(tmp_path):
+    kw = dict(in_channels=1, hidden_size=8, cnn_widths=(4, 8, 8, 8))
+    source = create_model("crnn", "crnn", num_classes=11, **kw)
+    torch.save(source.state_dict(), tmp_path / "crnn.pth")
+    target = create_model("crnn", "crnn", num_classes=5, pretrained=tmp_path / "crnn.pth", **kw)
+    assert _same(source, target, skip=("head.",))
+    assert target.head.out_features == 5
+
+
+def test_timm_classifier_into_crnn_backbone(tmp_path):
+    classifier = _timm(num_classes=5, in_channels=3)
+    save_file(classifier.state_dict(), str(tmp_path / "cls.safetensors"))
+    crnn = create_model("crnn", "crnn", num_classes=4, in_channels=1, backbone="test_resnet", hidden_size=8)
+    report = load_weights(crnn, tmp_path / "cls.safetensors")
+    assert report.add_prefix == "backbone." and report.adapted == ["backbone.conv1.0.weight"]
+    assert torch.equal(crnn.backbone.layer2[0].conv1.weight, classifier.layer2[0].conv1.weight)
+    assert all(k.startswith(("rnn.", "head.")) for k in report.missing + report.reset)
+
+
+def test_reset_head():
+    model = _timm(num_classes=3)
+    reset_head(model, 7)
+    assert model.get_classifier().out_features == 7
+    before = model.fc.weight.detach().clone()
+    assert reset_head(model) == ["fc"] and not torch.equal(before, model.fc.weight)
+    monai = create_model("monai", "basicunet", num_classes=2, spatial_dims=2, features=(4, 4, 8, 8, 16, 4))
+    with pytest.raises(ValueError, match="no known head"):
+        reset_head(monai)
+
+
+# ---------------------------------------------------------------------------------- fine-tuning
+
+def test_freeze_backbone_keeps_head_trainable():
+    model = _timm()
+    n_backbone = set_backbone_trainable(model, False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"] and n_backbone == len(list(model.parameters())) - 2
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.conv1[0].weight.grad is None and model.fc.weight.grad is not None
+    set_backbone_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_smp_encoder_and_crnn_backbone():
+    seg = create_model("smp", "fpn", num_classes=2, encoder_name="tu-test_resnet", encoder_depth=3)
+    set_backbone_trainable(seg, False)
+    assert all(not p.requires_grad for p in seg.encoder.parameters())
+    assert all(p.requires_grad for p in seg.decoder.parameters())
+    crnn = create_model("crnn", "crnn", num_classes=5, in_channels=1, hidden_size=8, cnn_widths=(4, 8, 8, 8))
+    set_backbone_trainable(crnn, False)
+    assert {n.split(".")[0] for n, p in crnn.named_parameters() if p.requires_grad} == {"rnn", "head"}
+    monai = create_model("monai", "unet", num_classes=2, spatial_dims=2, channels=(4, 8))
+    with pytest.raises(ValueError, match="backbone"):
+        set_backbone_trainable(monai, False)
+
+
+def test_param_groups_rates_and_decay():
+    model = _timm()
+    groups = param_groups(model, lr=1e-3, backbone_lr_mult=0.1, weight_decay=0.05)
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            name = names[id(p)]
+            assert g["lr"] == pytest.approx(1e-3 if name.startswith("fc.") else 1e-4)
+            assert g["weight_decay"] == (0.0 if p.ndim <= 1 else 0.05)
+    torch.optim.AdamW(groups).step()  # the groups are accepted as they are
+
+
+def test_param_groups_layer_decay():
+    model = _timm()
+    groups = param_groups(model, lr=1.0, backbone_lr_mult=0.5, layer_decay=0.5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert lr_of["fc.weight"] == 1.0
+    # Stem, then layer1..layer4: each stage one layer-decay step above the previous.
+    stage_lrs = [lr_of["conv1.0.weight"]] + [lr_of[f"layer{i}.0.conv1.weight"] for i in range(1, 5)]
+    assert stage_lrs[-1] == pytest.approx(0.5 * 0.5)
+    for lower, higher in zip(stage_lrs, stage_lrs[1:]):
+        assert higher == pytest.approx(lower / 0.5)
+    with pytest.raises(ValueError, match="group_matcher"):
+        param_groups(create_model("crnn", "crnn", num_classes=5, in_channels=1, hidden_size=8,
+                                  cnn_widths=(4, 8, 8, 8)), lr=1.0, layer_decay=0.5)
