@@ -60,6 +60,8 @@ class Classification(TaskAdapter):
                 )
             soft = F.one_hot(target.long(), C).to(dtype)
         elif target.dim() == 2 and target.shape[1] == C and target.is_floating_point():
+            if self.validate and not bool(torch.isfinite(target).all()):
+                raise ValueError("Classification: soft targets hold NaN/Inf values; check the label pipeline.")
             soft = target.to(dtype)
         else:
             raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -26,10 +27,12 @@ class Regression(TaskAdapter):
     Args:
         loss: a name from :data:`LOSSES` or a callable ``loss(output, target) -> Tensor`` (elementwise
             mean), e.g. ``torch.nn.functional.mse_loss``.
+        validate: reject NaN/Inf targets (one device sync per call).
     """
 
-    def __init__(self, loss: str | Callable[[Tensor, Tensor], Tensor] = "mse") -> None:
+    def __init__(self, loss: str | Callable[[Tensor, Tensor], Tensor] = "mse", *, validate: bool = True) -> None:
         super().__init__()
+        self.validate = validate
         if isinstance(loss, str):
             if loss not in LOSSES:
                 raise ValueError(f"Regression: unknown loss {loss!r}; valid: {sorted(LOSSES)} or a callable.")
@@ -54,5 +57,8 @@ class Regression(TaskAdapter):
             )
         if not target.is_floating_point():
             raise TypeError(f"Regression: target must be a float tensor; received dtype {target.dtype}.")
+        if self.validate and not bool(torch.isfinite(target).all()):
+            bad = int((~torch.isfinite(target)).sum())
+            raise ValueError(f"Regression: target holds {bad} NaN/Inf values; clean or mask them before the loss.")
         y = target if plan is None else self.mix_targets(target, plan)
         return self.loss_fn(output.float(), y.float().to(output.device))

@@ -1,0 +1,187 @@
+"""The ``mmix-applied`` command line: fit, test, predict, demo, points, list-models.
+
+Examples::
+
+    mmix-applied fit -c configs/classification.yaml train.max_epochs=3
+    mmix-applied fit -c configs/classification.yaml --resume last
+    mmix-applied test --checkpoint runs/my-run
+    mmix-applied predict --checkpoint runs/my-run --input my_images/ --output preds.csv
+    mmix-applied points -c configs/classification.yaml model.name=convnext_atto
+    mmix-applied list-models 'timm/resnet*'
+    mmix-applied fit -c configs/classification.yaml --print-config
+
+Also runnable as ``python -m mmix_applied.cli``. Errors in the user's config or files print one
+clear line and return exit status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmix-applied", description="Manifold Mixup for applied deep learning.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, *, checkpoint: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", help="YAML config (default: the run's config.yaml with --checkpoint/"
+                                              "--resume PATH, else built-in defaults)")
+        p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        if checkpoint:
+            p.add_argument("--checkpoint", required=True, help="a .ckpt file, a run directory, or 'last'")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_epochs=3")
+        return p
+
+    fit = add("fit", "train a model from a config")
+    fit.add_argument("--resume", help="continue from a checkpoint: PATH (file or run directory) or 'last'")
+    add("test", "evaluate a checkpoint on the test split (unmixed)", checkpoint=True)
+    predict = add("predict", "write per-image predictions of a checkpoint", checkpoint=True)
+    predict.add_argument("--input", help="what to predict on (recipe-defined; default: the test split)")
+    predict.add_argument("--output", help="output file (default: RUN_DIR/predictions.csv)")
+    add("points", "print the mix points of the configured model")
+    models = sub.add_parser("list-models", help="list buildable models (fnmatch pattern over family/name)")
+    models.add_argument("pattern", nargs="?", default="*")
+    models.add_argument("--family", help="only this family (timm, smp, monai, crnn)")
+    demo = sub.add_parser("demo", help="run the end-to-end demo (arguments go to the demo)", add_help=False)
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _load(args: argparse.Namespace, run_hint: str | None) -> object:
+    """Resolve the config: --config, else the run directory's config.yaml, else defaults; then overrides."""
+    from mmix_applied.config import load_config, read_yaml
+
+    source: object = args.config
+    if source is None and run_hint:
+        from mmix_applied.engine.runner import resolve_checkpoint
+
+        # `last` looks under run.dir / run.name of the defaults + overrides
+        ckpt = resolve_checkpoint(run_hint, load_config(None, args.overrides) if run_hint == "last" else None)
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        if (run_dir / "config.yaml").is_file():
+            source = read_yaml(run_dir / "config.yaml")
+    return load_config(source, args.overrides)
+
+
+def _points(config: object) -> int:
+    from mmix_applied import ManifoldMixup
+    from mmix_applied.tasks.base import get_recipe
+
+    recipe = get_recipe(config.recipe)(config)
+    model = recipe.build_model()
+    points = ["input"] if config.mix.variant == "input" else config.mix.points
+    mixer = ManifoldMixup(model, points=points, alpha=config.mix.alpha, seed=0)
+    try:
+        print(f"# {config.model.family}/{config.model.name}: {len(mixer.points)} mix points"
+              f"{' (variant none: mixing is off)' if config.mix.variant == 'none' else ''}")
+        for name in mixer.points:
+            print(name)
+    finally:
+        mixer.close()
+    return 0
+
+
+def _list_models(pattern: str, family: str | None) -> int:
+    try:
+        from mmix_applied.models import list_models
+    except ImportError:
+        list_models = None
+    if list_models is not None:
+        names = list_models(pattern, family=family)
+    else:
+        import fnmatch
+
+        import timm
+
+        names = [f"timm/{n}" for n in timm.list_models() if fnmatch.fnmatch(f"timm/{n}", pattern)]
+    for name in names:
+        print(name)
+    if not names:
+        print(f"no model matches {pattern!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        from mmix_applied.tasks.demo import main as demo_main
+    except ImportError as err:
+        print(f"error: the demo is not available in this installation ({err}); "
+              "try `mmix-applied fit -c configs/classification.yaml` instead", file=sys.stderr)
+        return 1
+    return int(demo_main(argv) or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mmix_applied.config import dump_config
+
+    if args.command == "list-models":
+        return _list_models(args.pattern, args.family)
+    if args.command == "demo":
+        return _demo(list(args.args))
+    hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
+    config = _load(args, hint)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    if args.command == "points":
+        return _points(config)
+
+    from mmix_applied.engine import runner
+
+    if args.command == "fit":
+        run_dir = runner.fit(config, resume=args.resume)
+        print(f"run directory: {run_dir}")
+    elif args.command == "test":
+        metrics = runner.test(config, checkpoint=args.checkpoint)
+        for key, value in sorted(metrics.items()):
+            print(f"{key}: {value:.6g}")
+    elif args.command == "predict":
+        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output)
+        print(f"predictions: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mmix-applied``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    demo_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if demo_at is not None and argv[demo_at] == "demo":  # everything after `demo` belongs to the demo
+        return _demo(argv[demo_at + 1:])
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # overrides may come before and after options
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.debug:
+        return _run(args)
+    from mmix_applied.config import ConfigError
+    from mmix_applied.engine.io import CheckpointError
+
+    try:
+        return _run(args)
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Labeled image sets for classification: image folders, CSV files of paths and labels, arrays.
+
+Augmentation is albumentations; each sample's augmentation is seeded from ``(seed, epoch, index)``
+so a resumed run sees exactly the images an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ArrayImageDataset",
+    "ImageFileDataset",
+    "build_transforms",
+    "list_image_folder",
+    "read_image",
+    "read_labels_csv",
+    "subsample_per_class",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[str]]:
+    """List ``root/<class>/<image>`` files.
+
+    Returns:
+        ``(items, class_names)``: items are ``(path, class_index)`` with classes in sorted order.
+
+    Raises:
+        FileNotFoundError: If ``root`` is missing.
+        ValueError: If it has no class subfolders or no images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist; expected root/<class>/<image files>")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"image folder {str(root)!r} has no class subfolders; expected root/<class>/<image files>")
+    items = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                items.append((str(path), index))
+    if not items:
+        raise ValueError(f"image folder {str(root)!r} has class folders {classes} but no images "
+                         f"with extensions {', '.join(IMAGE_EXTENSIONS)}")
+    return items, classes
+
+
+def read_labels_csv(path: str | os.PathLike, *, path_column: str = "path", label_column: str | None = "label",
+                    class_names: Sequence[str] | None = None) -> tuple[list[tuple[str, int | None]], list[str]]:
+    """Read a CSV of image paths and labels (paths relative to the CSV's folder or absolute).
+
+    Args:
+        path: The CSV file.
+        path_column: Column holding image paths.
+        label_column: Column holding class names or indices; ``None`` for unlabeled images.
+        class_names: Fix the class order (default: sorted distinct labels).
+
+    Returns:
+        ``(items, class_names)`` with items ``(path, class_index or None)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels CSV {str(path)!r} does not exist")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        needed = [path_column] + ([label_column] if label_column else [])
+        for col in needed:
+            if col not in columns:
+                raise ValueError(f"labels CSV {str(path)!r} has no column {col!r}; columns: {columns}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"labels CSV {str(path)!r} has no rows")
+    raw_labels = [row[label_column] for row in rows] if label_column else [None] * len(rows)
+    if class_names is None:
+        distinct = sorted({lab for lab in raw_labels if lab is not None})
+        if distinct and all(lab.lstrip("-").isdigit() for lab in distinct):
+            distinct = sorted(distinct, key=int)
+        class_names = distinct
+    lookup = {name: i for i, name in enumerate(class_names)}
+    items: list[tuple[str, int | None]] = []
+    for lineno, (row, lab) in enumerate(zip(rows, raw_labels), start=2):
+        image = Path(row[path_column])
+        if not image.is_absolute():
+            image = path.parent / image
+        if lab is not None and lab not in lookup:
+            raise ValueError(f"labels CSV {str(path)!r} line {lineno}: label {lab!r} is not one of {list(class_names)}")
+        items.append((str(image), None if lab is None else lookup[lab]))
+    return items, list(class_names)
+
+
+def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
+    """Read an image as ``uint8`` ``(H, W, channels)`` (1 = grayscale, 3 = RGB).
+
+    Raises:
+        FileNotFoundError: Missing file.
+        ValueError: Unreadable/truncated file or unsupported ``channels``.
+    """
+    import cv2
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    image = cv2.imdecode(data, flag) if data.size else None
+    if image is None:
+        raise ValueError(f"image {str(path)!r} cannot be decoded (truncated, corrupt or not an image)")
+    if channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    else:
+        image = image[:, :, None]
+    return image
+
+
+def build_transforms(*, image_size: int, train: bool, augment: str = "light", channels: int = 3,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> A.Compose:
+    """Albumentations pipeline: resize, (train) augmentation, normalisation, to a CHW tensor.
+
+    Args:
+        image_size: Square output size.
+        train: Add the augmentation for training.
+        augment: ``none``, ``light`` (small shifts/rotations) or ``standard`` (plus flips and colour).
+        channels: Image channels, for the default mean/std.
+        mean: Normalisation mean per channel (default 0.5 for grayscale, ImageNet for RGB).
+        std: Normalisation std per channel.
+    """
+    from albumentations.pytorch import ToTensorV2
+
+    if augment not in ("none", "light", "standard"):
+        raise ValueError(f"augment must be 'none', 'light' or 'standard', got {augment!r}")
+    if mean is None:
+        mean = (0.5,) * channels if channels != 3 else (0.485, 0.456, 0.406)
+    if std is None:
+        std = (0.5,) * channels if channels != 3 else (0.229, 0.224, 0.225)
+    ops: list[Any] = [A.Resize(image_size, image_size)]
+    if train and augment != "none":
+        ops.append(A.Affine(translate_percent=(-0.08, 0.08), rotate=(-10, 10), scale=(0.9, 1.1), p=0.8))
+        if augment == "standard":
+            ops += [A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=0.5)]
+    ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return A.Compose(ops, seed=0)
+
+
+def subsample_per_class(labels: Sequence[int] | np.ndarray, labels_per_class: int | None, *,
+                        seed: int) -> np.ndarray:
+    """Indices of ``labels_per_class`` samples per class, drawn reproducibly from ``seed``.
+
+    ``None`` keeps everything. Indices come back sorted. Raises ValueError when a class has fewer
+    samples than requested.
+    """
+    labels = np.asarray(labels)
+    if labels_per_class is None:
+        return np.arange(len(labels))
+    if labels_per_class < 1:
+        raise ValueError(f"labels_per_class must be >= 1 or null, got {labels_per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < labels_per_class:
+            raise ValueError(f"labels_per_class={labels_per_class} but class {int(cls)} has only "
+                             f"{len(members)} samples; lower labels_per_class")
+        chosen.append(rng.choice(members, size=labels_per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+class _SeededAugmentation(Dataset):
+    """Base: applies ``transform`` with a per-sample seed from ``(seed, epoch, index)``."""
+
+    def __init__(self, transform: A.Compose | None, seed: int) -> None:
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine at each epoch start so augmentation differs per epoch, reproducibly."""
+        self.epoch = int(epoch)
+
+    def _apply(self, image: np.ndarray, index: int) -> torch.Tensor:
+        if self.transform is None:
+            tensor = torch.from_numpy(np.array(image.transpose(2, 0, 1))).float() / 255.0
+            return tensor
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        self.transform.set_random_seed(sample_seed)
+        return self.transform(image=image)["image"].float()
+
+
+class ArrayImageDataset(_SeededAugmentation):
+    """Images held in memory: ``uint8`` ``(N, H, W)`` or ``(N, H, W, C)`` with integer labels.
+
+    Items are ``(image (C, H, W) float tensor, label int64 tensor)``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, transform: A.Compose | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(transform, seed)
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._apply(self.images[index], index), torch.tensor(self.labels[index])
+
+
+class ImageFileDataset(_SeededAugmentation):
+    """Images read from files; items are ``(image, label)`` (label -1 when unknown)."""
+
+    def __init__(self, items: Sequence[tuple[str, int | None]], *, channels: int = 3,
+                 transform: A.Compose | None = None, seed: int = 0) -> None:
+        super().__init__(transform, seed)
+        self.items = list(items)
+        self.channels = channels
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels as an array (-1 for unlabeled)."""
+        return np.array([-1 if lab is None else lab for _, lab in self.items], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path, label = self.items[index]
+        image = read_image(path, channels=self.channels)
+        return self._apply(image, index), torch.tensor(-1 if label is None else label)

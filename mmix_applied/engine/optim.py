@@ -1,0 +1,63 @@
+"""Optimizers and per-step learning-rate schedules from the ``optim`` and ``scheduler`` config sections."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["WarmupSchedule", "build_optimizer", "build_scheduler"]
+
+
+def build_optimizer(groups: list[dict[str, Any]], optim_cfg: Any) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD over parameter ``groups`` (each may carry its own ``lr``)."""
+    name = optim_cfg.name
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                               nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay)
+    raise ValueError(f"optim.name must be 'adamw', 'adam' or 'sgd', got {name!r}")
+
+
+class WarmupSchedule:
+    """Learning-rate multiplier per optimizer step: linear warm-up, then cosine or multi-step.
+
+    A picklable callable (not a lambda), so ``LambdaLR.state_dict`` captures it fully.
+    """
+
+    def __init__(self, *, kind: str, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0,
+                 milestones: tuple[int, ...] = (), gamma: float = 0.1) -> None:
+        self.kind = kind
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.milestones = tuple(int(m) for m in milestones)
+        self.gamma = float(gamma)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "multistep":
+            return self.gamma ** sum(step >= m for m in self.milestones)
+        return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Any, *, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """A per-step ``LambdaLR`` for the ``scheduler`` section, or ``None`` for ``name: none`` without warm-up."""
+    warmup = int(round(sched_cfg.warmup_epochs * steps_per_epoch))
+    if sched_cfg.name == "none" and warmup == 0:
+        return None
+    schedule = WarmupSchedule(kind=sched_cfg.name, total_steps=total_steps, warmup_steps=warmup,
+                              min_lr_ratio=sched_cfg.min_lr_ratio,
+                              milestones=tuple(m * steps_per_epoch for m in sched_cfg.milestones),
+                              gamma=sched_cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

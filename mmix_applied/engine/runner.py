@@ -1,0 +1,226 @@
+"""Run a config: one run directory, a Lightning ``Trainer``, and ``fit`` / ``test`` / ``predict``.
+
+Layout of a run directory ``run.dir/run.name``::
+
+    config.yaml            resolved config
+    checkpoints/last.ckpt  every epoch end (atomic); epochNNN.ckpt: the best ``save_top_k`` by ``train.monitor``
+    metrics.csv            CSV logger (tb/ holds TensorBoard events)
+    test_metrics.json      after ``test``
+    predictions.csv        after ``predict`` (recipe-defined)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from mmix_applied.config import Config, read_yaml, parse_config, save_config
+from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
+from mmix_applied.engine.io import AtomicCheckpointIO, atomic_write_text
+from mmix_applied.engine.module import MixupModule
+
+__all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
+
+_RUN_NAME_ENV = "MMIX_APPLIED_RUN_NAME"  # shares a generated run name with DDP child processes
+
+
+def run_dir_of(config: Config) -> Path:
+    """The run directory of ``config`` (``run.dir/run.name``; a timestamped name when unset)."""
+    name = config.run.name or os.environ.get(_RUN_NAME_ENV)
+    if not name:
+        name = f"{config.recipe}-{config.mix.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config.run.name = name
+    return Path(config.run.dir) / name
+
+
+def resolve_checkpoint(resume: str | os.PathLike, config: Config | None = None) -> Path:
+    """Find the checkpoint ``resume`` names: a ``.ckpt`` file, a run directory, or ``last``.
+
+    ``last`` means ``checkpoints/last.ckpt`` of ``run.dir/run.name`` when ``run.name`` is set,
+    otherwise of the most recently written run under ``run.dir``.
+
+    Raises:
+        FileNotFoundError: Nothing to resume from (the message says where it looked).
+    """
+    if str(resume) == "last":
+        if config is None:
+            raise ValueError("resume='last' needs a config (its run.dir and run.name say where to look)")
+        if config.run.name:
+            candidates = [Path(config.run.dir) / config.run.name / "checkpoints" / "last.ckpt"]
+        else:
+            candidates = sorted(Path(config.run.dir).glob("*/checkpoints/last.ckpt"),
+                                key=lambda p: p.stat().st_mtime, reverse=True)
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            where = candidates[0] if candidates else Path(config.run.dir) / "*" / "checkpoints" / "last.ckpt"
+            raise FileNotFoundError(f"--resume last: no checkpoint at {str(where)!r}; start a new run without "
+                                    "--resume, or pass --resume PATH")
+        return found[0]
+    path = Path(resume)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"run directory {str(path)!r} has no checkpoints/last.ckpt")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def _run_dir_of_checkpoint(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def config_of_checkpoint(ckpt: str | os.PathLike) -> Config:
+    """The config a run was trained with: ``config.yaml`` beside the checkpoint's run directory."""
+    path = _run_dir_of_checkpoint(Path(ckpt)) / "config.yaml"
+    return parse_config(read_yaml(path))
+
+
+def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit") -> pl.Trainer:
+    """A Lightning ``Trainer`` for ``config`` writing into ``run_dir``."""
+    t = config.train
+    callbacks: list[Any] = [EpochToDataset(), *recipe.callbacks()]
+    loggers: list[Any] = []
+    if stage == "fit":
+        validate = t.limit_val_batches != 0
+        monitor = t.monitor if validate else None
+        # last.ckpt after every epoch (what --resume continues from), and the best save_top_k by monitor
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+                                         save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False))
+        if monitor and t.save_top_k != 0:
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}",
+                                             monitor=monitor, mode=t.monitor_mode, save_top_k=t.save_top_k,
+                                             auto_insert_metric_name=False, enable_version_counter=False))
+        callbacks.append(RankSummary(run_dir))
+        if config.model.freeze_backbone_epochs:
+            callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
+        if "csv" in t.loggers:
+            loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="logs"))
+        if "tensorboard" in t.loggers:
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tb",
+                                             default_hp_metric=False))
+        if loggers:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+    one_device = stage in ("test", "predict")  # a DistributedSampler would pad (repeat) test samples
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=1 if one_device else t.devices,
+        num_nodes=1 if one_device else t.num_nodes,
+        strategy="auto" if one_device else t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_algorithm=t.gradient_clip_algorithm,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        limit_test_batches=t.limit_test_batches,
+        limit_predict_batches=t.limit_predict_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=stage == "fit" and t.enable_progress_bar,
+        num_sanity_val_steps=0,
+        logger=loggers if loggers else False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def _quiet_lightning() -> None:
+    for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*",
+                    ".*Experiment logs directory.*", ".*number of training batches.*smaller than the logging interval.*",
+                    ".*callbacks used to create the checkpoint need to be provided.*", ".*dirpath has changed from.*",
+                    ".*`training_step` returned `None`.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _setup(config: Config, seed: bool = True) -> tuple[Any, MixupModule]:
+    from mmix_applied.tasks.base import get_recipe
+
+    _quiet_lightning()
+    if seed:
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+    recipe = get_recipe(config.recipe)(config)
+    return recipe, MixupModule(config, recipe)
+
+
+def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
+    """Train ``config``; with ``resume`` (a checkpoint, a run directory or ``last``) continue exactly.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        FileExistsError: If the run directory already holds checkpoints and ``resume`` is not given.
+    """
+    ckpt = resolve_checkpoint(resume, config) if resume is not None else None
+    if ckpt is not None:
+        run_dir = _run_dir_of_checkpoint(ckpt)
+        config.run.dir, config.run.name = str(run_dir.parent), run_dir.name
+    else:
+        run_dir = run_dir_of(config)
+        existing = run_dir / "checkpoints"
+        if existing.is_dir() and any(existing.glob("*.ckpt")) and os.environ.get(_RUN_NAME_ENV) is None:
+            raise FileExistsError(f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
+                                  "--resume last (or resume=...), or choose another run.name")
+    recipe, module = _setup(config)
+    datamodule = recipe.build_datamodule()
+    trainer = build_trainer(config, run_dir, recipe, stage="fit")
+    if trainer.is_global_zero:
+        save_config(config, run_dir / "config.yaml")
+        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a kill during a save
+            stale.unlink(missing_ok=True)
+    previous = os.environ.get(_RUN_NAME_ENV)
+    os.environ[_RUN_NAME_ENV] = run_dir.name
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt is not None else None)
+    finally:
+        if previous is None:
+            os.environ.pop(_RUN_NAME_ENV, None)
+    if module.mixer is not None:
+        module.mixer.close()
+    return run_dir
+
+
+def test(config: Config, *, checkpoint: str | os.PathLike) -> dict[str, float]:
+    """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir."""
+    ckpt = resolve_checkpoint(checkpoint, config)
+    run_dir = _run_dir_of_checkpoint(ckpt)
+    recipe, module = _setup(config)
+    trainer = build_trainer(config, run_dir, recipe, stage="test")
+    results = trainer.test(module, datamodule=recipe.build_datamodule(), ckpt_path=str(ckpt), verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    if module.mixer is not None:
+        module.mixer.close()
+    return metrics
+
+
+def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None = None,
+            output: str | os.PathLike | None = None) -> Path:
+    """Predict with ``checkpoint`` on ``input`` (recipe-defined; default the test split); returns the file written."""
+    ckpt = resolve_checkpoint(checkpoint, config)
+    run_dir = _run_dir_of_checkpoint(ckpt)
+    recipe, module = _setup(config)
+    trainer = build_trainer(config, run_dir, recipe, stage="predict")
+    datamodule = recipe.build_datamodule(predict_input=input)
+    outputs = trainer.predict(module, datamodule=datamodule, ckpt_path=str(ckpt))
+    path = Path(output) if output is not None else run_dir / "predictions.csv"
+    written = recipe.write_predictions(list(outputs or []), path)
+    if module.mixer is not None:
+        module.mixer.close()
+    return Path(written)

@@ -1,0 +1,242 @@
+"""The recipe interface and the recipe registry.
+
+A *recipe* is everything task-specific about a training run: which data, which model, how the
+targets mix (the adapter) and what is measured. The engine (:mod:`mmix_applied.engine`) owns the
+rest — mixing schedule, optimizer, scheduler, checkpoints, loggers, DDP — and calls a recipe only
+through the methods below.
+
+Writing a recipe:
+
+1. Two dataclasses for the config sections the recipe owns: ``data`` and ``task``. Every field
+   has a default; field types are checked strictly by :mod:`mmix_applied.config` (``int``,
+   ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``,
+   ``dict[str, X]``, nested dataclasses). Subclass :class:`DataConfig` to get the shared
+   ``batch_size``/``eval_batch_size``/``num_workers`` keys.
+2. A :class:`Recipe` subclass setting ``name``, ``data_schema`` and ``task_schema`` and
+   implementing ``build_datamodule``, ``build_model``, ``build_adapter``, ``build_metrics`` and
+   ``write_predictions``. Override ``split_batch``, ``update_metrics`` and ``predict_step`` when
+   the batch or the outputs are not plain ``(input, target)`` / tensors.
+3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported lazily) or a call to
+   :func:`register_recipe`.
+
+Exact resume (same batches, same augmentation after a kill) needs a data order and augmentation
+that depend on no hidden RNG state: build training loaders with
+:func:`mmix_applied.engine.sampling.make_loader` (a sampler seeded by ``(seed, epoch)``), and give
+training data sets a ``set_epoch(epoch)`` method if they augment — the engine calls it at every
+epoch start, and augmentation can then be seeded from ``(seed, epoch, index)``.
+
+What the engine does with a recipe, per step::
+
+    x, y = recipe.split_batch(batch)                 # train / val / test
+    out, plan = mixer(x)  (or model(x), plan=None)   # training only; val/test never mix
+    loss = adapter.loss(out, y, plan)
+    recipe.update_metrics(metrics, out, y)           # val / test, unmixed passes only
+    rows = recipe.predict_step(model, batch)         # predict; collected in a list, then
+    recipe.write_predictions(rows, path)             # written once (rank 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    import lightning.pytorch as pl
+    import torch
+    import torchmetrics
+    from torch import nn
+
+    from mmix_applied.config import Config
+
+__all__ = [
+    "RECIPES",
+    "DataConfig",
+    "NoOptions",
+    "Recipe",
+    "get_recipe",
+    "list_recipes",
+    "register_recipe",
+]
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Keys every recipe's ``data`` section shares (subclass it and add your own).
+
+    Attributes:
+        batch_size: Training batch size per process (per GPU under DDP).
+        eval_batch_size: Batch size for validation, test and predict; ``None`` uses ``batch_size``.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+    """
+
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """An empty config section, for a recipe without ``task`` options."""
+
+
+class Recipe:
+    """Base class of all recipes: task-specific data, model, adapter, metrics and predictions.
+
+    Args:
+        config: The resolved, validated :class:`mmix_applied.config.Config`; ``config.data`` and
+            ``config.task`` are instances of this recipe's ``data_schema`` and ``task_schema``.
+    """
+
+    #: Registry name, e.g. ``"classification"``.
+    name: ClassVar[str] = ""
+    #: Dataclass of the ``data`` section.
+    data_schema: ClassVar[type] = DataConfig
+    #: Dataclass of the ``task`` section.
+    task_schema: ClassVar[type] = NoOptions
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @property
+    def data(self) -> Any:
+        """The validated ``data`` section (an instance of ``data_schema``)."""
+        return self.config.data
+
+    @property
+    def task(self) -> Any:
+        """The validated ``task`` section (an instance of ``task_schema``)."""
+        return self.config.task
+
+    # ----------------------------------------------------------------- required
+    def build_datamodule(self, *, predict_input: str | None = None) -> pl.LightningDataModule:
+        """Return the data module (train/val/test/predict dataloaders).
+
+        Args:
+            predict_input: What ``predict`` runs on (a folder, CSV or file, recipe-defined);
+                ``None`` predicts on the test split.
+        """
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        """Return the network (usually via :meth:`create_model` from the ``model`` section)."""
+        raise NotImplementedError
+
+    def build_adapter(self) -> Any:
+        """Return the task adapter (``mmix_applied.adapters``) whose ``loss(out, y, plan)`` trains."""
+        raise NotImplementedError
+
+    def build_metrics(self, stage: str) -> torchmetrics.Metric | torchmetrics.MetricCollection:
+        """Return fresh metrics for ``stage`` (``"val"`` or ``"test"``).
+
+        ``compute()`` must return a tensor or a ``dict[str, tensor]``; the engine logs them as
+        ``"{stage}/{key}"``, synchronised across processes by torchmetrics.
+        """
+        raise NotImplementedError
+
+    def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        """Write everything ``predict_step`` returned (in batch order) under ``path``.
+
+        Args:
+            predictions: The list of ``predict_step`` results of this process.
+            path: The file to write (e.g. ``run_dir / "predictions.csv"``); write it atomically.
+
+        Returns:
+            The path written.
+        """
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- overridable
+    def split_batch(self, batch: Any) -> tuple[Any, Any]:
+        """Split a train/val/test batch into ``(model_input, target)``; default ``batch[0], batch[1]``."""
+        if not isinstance(batch, Sequence) or len(batch) < 2:
+            raise TypeError(
+                f"recipe {self.name!r}: expected a batch (input, target), got {type(batch).__name__}; "
+                "override Recipe.split_batch for other batch structures"
+            )
+        return batch[0], batch[1]
+
+    def update_metrics(self, metrics: Any, output: Any, target: Any) -> None:
+        """Update ``metrics`` with one unmixed batch; default ``metrics.update(output, target)``."""
+        metrics.update(output, target)
+
+    def predict_step(self, model: nn.Module, batch: Any) -> Any:
+        """Run the model (in eval mode, no grad) on a predict batch; default ``model(batch[0])``."""
+        x = batch[0] if isinstance(batch, Sequence) and not _is_tensor(batch) else batch
+        return model(x)
+
+    def callbacks(self) -> list[Any]:
+        """Extra Lightning callbacks this recipe wants (default none)."""
+        return []
+
+    # ----------------------------------------------------------------- helpers
+    def create_model(self, *, num_classes: int, in_channels: int, **extra: Any) -> nn.Module:
+        """Build the network named by the ``model`` section through ``mmix_applied.models``.
+
+        Args:
+            num_classes: Output classes (or characters, for CTC) the recipe derived from its data.
+            in_channels: Input channels of the recipe's data.
+            **extra: Further builder options; they override ``model.options`` from the config.
+        """
+        from mmix_applied.engine.modelzoo import build_model
+
+        return build_model(self.config.model, num_classes=num_classes, in_channels=in_channels, **extra)
+
+
+def _is_tensor(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, torch.Tensor)
+
+
+# --------------------------------------------------------------------- registry
+#: Recipe name -> ``"module:attr"`` (imported on first use) or the recipe class.
+RECIPES: dict[str, str | type[Recipe]] = {
+    "classification": "mmix_applied.tasks.classification:ClassificationRecipe",
+    "segmentation": "mmix_applied.tasks.segmentation:SegmentationRecipe",
+    "handwriting": "mmix_applied.tasks.handwriting:HandwritingRecipe",
+}
+
+
+def register_recipe(name: str, target: str | type[Recipe], *, overwrite: bool = False) -> None:
+    """Register a recipe class (or a lazy ``"module:attr"`` string) under ``name``.
+
+    Raises:
+        ValueError: If ``name`` is taken and ``overwrite`` is False.
+    """
+    if name in RECIPES and not overwrite:
+        raise ValueError(f"recipe {name!r} is already registered ({RECIPES[name]!r}); pass overwrite=True")
+    if name in RECIPES:
+        warnings.warn(f"overwriting recipe {name!r}", stacklevel=2)
+    RECIPES[name] = target
+
+
+def list_recipes() -> list[str]:
+    """Names of the registered recipes, sorted."""
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> type[Recipe]:
+    """Return the recipe class registered as ``name``, importing it on first use.
+
+    Raises:
+        KeyError: For an unknown name (the message lists the registered ones).
+        ImportError: If the recipe's module cannot be imported.
+    """
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; registered recipes: {', '.join(list_recipes())}")
+    target = RECIPES[name]
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ImportError(f"recipe {name!r}: cannot import {module_name!r} ({err})") from err
+        if not hasattr(module, attr):
+            raise ImportError(f"recipe {name!r}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(module, attr)
+        RECIPES[name] = target
+    return target

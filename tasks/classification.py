@@ -1,0 +1,316 @@
+"""Recipe: fine-tune a timm classifier on a small labeled image set, with (manifold) mixup.
+
+Data: the embedded 5,000 MNIST digits (``source: mnist``, fixed test split, no download), an image
+folder (one subfolder per class) or a CSV of paths and labels. ``labels_per_class`` subsamples the
+training set reproducibly (the small-labeled-set regime where Manifold Mixup helps most, Verma et
+al., ICML 2019). Metrics on unmixed passes: accuracy, NLL, ECE, Brier. ``predict`` writes one row
+of class probabilities per image, and a reliability diagram when the images are labeled.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from mmix_applied.data.images import (
+    ArrayImageDataset,
+    ImageFileDataset,
+    IMAGE_EXTENSIONS,
+    build_transforms,
+    list_image_folder,
+    read_labels_csv,
+    subsample_per_class,
+)
+from mmix_applied.engine.io import atomic_write
+from mmix_applied.engine.sampling import make_loader
+from mmix_applied.tasks.base import DataConfig, Recipe
+
+__all__ = ["ClassificationData", "ClassificationRecipe", "ClassificationTask", "ImageDataModule"]
+
+
+@dataclasses.dataclass
+class ClassificationData(DataConfig):
+    """The ``data`` section of the classification recipe.
+
+    Attributes:
+        source: ``mnist`` (embedded digits), ``folder`` (``path/<class>/<images>``) or ``csv``.
+        path: Folder or CSV of the training images (unused for ``mnist``).
+        val_path: Folder/CSV of validation images; ``None`` splits ``val_fraction`` off ``path``.
+        test_path: Folder/CSV of test images; ``None`` splits ``test_fraction`` off ``path``.
+        val_fraction: Fraction of ``path`` held out for validation when ``val_path`` is unset.
+        test_fraction: Fraction of ``path`` held out for test when ``test_path`` is unset.
+        path_column: CSV column of image paths (relative to the CSV's folder, or absolute).
+        label_column: CSV column of labels (class names or integers).
+        labels_per_class: Keep this many training images per class (``None``: all).
+        image_size: Square input size; ``None`` = 28 for ``mnist``, 224 otherwise.
+        channels: 1 (grayscale) or 3 (RGB); ``None`` = 1 for ``mnist``, 3 otherwise.
+        augment: Training augmentation: ``none``, ``light`` or ``standard``.
+        mean: Normalisation mean per channel (``None``: 0.5 for grayscale, ImageNet for RGB).
+        std: Normalisation std per channel.
+    """
+
+    source: Literal["mnist", "folder", "csv"] = "mnist"
+    path: str | None = None
+    val_path: str | None = None
+    test_path: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    path_column: str = "path"
+    label_column: str = "label"
+    labels_per_class: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    augment: Literal["none", "light", "standard"] = "light"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclasses.dataclass
+class ClassificationTask:
+    """The ``task`` section of the classification recipe.
+
+    Attributes:
+        label_smoothing: Label smoothing of the cross-entropy (composes with mixing).
+        ece_bins: Bins of the expected calibration error and the reliability diagram.
+        reliability_diagram: Save ``reliability.png`` beside labeled predictions.
+    """
+
+    label_smoothing: float = 0.0
+    ece_bins: int = 15
+    reliability_diagram: bool = True
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Adds the item index to each sample (for predictions)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train / val / test / predict loaders over prepared data sets."""
+
+    def __init__(self, *, train: Any, val: Any, test: Any, predict: Any, data: ClassificationData,
+                 seed: int) -> None:
+        super().__init__()
+        self.train_set, self.val_set, self.test_set, self.predict_set = train, val, test, predict
+        self.data, self.seed = data, seed
+
+    def _eval(self, dataset: Any) -> Any:
+        return make_loader(dataset, batch_size=self.data.eval_batch_size or self.data.batch_size, train=False,
+                           num_workers=self.data.num_workers)
+
+    def train_dataloader(self) -> Any:
+        return make_loader(self.train_set, batch_size=self.data.batch_size, train=True, seed=self.seed,
+                           num_workers=self.data.num_workers)
+
+    def val_dataloader(self) -> Any:
+        return self._eval(self.val_set)
+
+    def test_dataloader(self) -> Any:
+        return self._eval(self.test_set)
+
+    def predict_dataloader(self) -> Any:
+        return self._eval(self.predict_set)
+
+
+class ClassificationRecipe(Recipe):
+    """Image classification with any timm classifier (see the module docstring)."""
+
+    name = "classification"
+    data_schema = ClassificationData
+    task_schema = ClassificationTask
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        d = self.data
+        self.channels = d.channels or (1 if d.source == "mnist" else 3)
+        self.image_size = d.image_size or (28 if d.source == "mnist" else 224)
+        if self.channels not in (1, 3):
+            raise ValueError(f"config key 'data.channels': must be 1 or 3, got {self.channels}")
+        self._splits: dict[str, Any] | None = None
+        self._predict_ids: list[str] = []
+
+    # ------------------------------------------------------------------ data
+    def _transform(self, train: bool) -> Any:
+        d = self.data
+        return build_transforms(image_size=self.image_size, train=train, augment=d.augment, channels=self.channels,
+                                mean=d.mean, std=d.std)
+
+    def _load(self) -> dict[str, Any]:
+        """Items per split: ``{"train": (images|paths, labels), ...}`` and ``classes``."""
+        if self._splits is not None:
+            return self._splits
+        d = self.data
+        if d.source == "mnist":
+            from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
+
+            images, labels = load_mnist()
+            idx = mnist_splits()
+            splits: dict[str, Any] = {k: ("array", images[v], labels[v]) for k, v in idx.items()}
+            splits["classes"] = list(MNIST_CLASSES)
+        else:
+            if d.path is None:
+                raise ValueError(f"config key 'data.path': data.source={d.source!r} needs a path "
+                                 f"({'a folder with one subfolder per class' if d.source == 'folder' else 'a CSV'})")
+            items, classes = self._read(d.path)
+            labels = np.array([lab for _, lab in items])
+            rest, val, test = self._split(labels, need_val=d.val_path is None, need_test=d.test_path is None)
+            splits = {"train": ("files", [items[i] for i in rest], labels[rest]), "classes": classes}
+            for name, own, held in (("val", d.val_path, val), ("test", d.test_path, test)):
+                if own is not None:
+                    its, _ = self._read(own, classes)
+                    splits[name] = ("files", its, np.array([lab for _, lab in its]))
+                else:
+                    splits[name] = ("files", [items[i] for i in held], labels[held])
+        keep = subsample_per_class(splits["train"][2], d.labels_per_class, seed=self.config.seed)
+        kind, data, labels = splits["train"]
+        splits["train"] = (kind, data[keep] if kind == "array" else [data[i] for i in keep], labels[keep])
+        self._splits = splits
+        return splits
+
+    def _read(self, path: str, classes: list[str] | None = None) -> tuple[list, list[str]]:
+        d = self.data
+        if d.source == "csv" or Path(path).suffix.lower() == ".csv":
+            return read_labels_csv(path, path_column=d.path_column, label_column=d.label_column,
+                                   class_names=classes)
+        items, found = list_image_folder(path)
+        if classes is not None and found != classes:
+            raise ValueError(f"image folder {path!r} has classes {found}, but the training data has {classes}")
+        return items, found
+
+    def _split(self, labels: np.ndarray, *, need_val: bool, need_test: bool) -> tuple[np.ndarray, ...]:
+        """Stratified, seeded split of ``path`` into train / val / test indices."""
+        rng = np.random.default_rng(self.config.seed)
+        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        for cls in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == cls))
+            n_test = int(round(len(members) * self.data.test_fraction)) if need_test else 0
+            n_val = int(round(len(members) * self.data.val_fraction)) if need_val else 0
+            parts["test"] += members[:n_test].tolist()
+            parts["val"] += members[n_test:n_test + n_val].tolist()
+            parts["train"] += members[n_test + n_val:].tolist()
+        out = tuple(np.sort(np.array(parts[k], dtype=np.int64)) for k in ("train", "val", "test"))
+        for name, idx, needed in (("val", out[1], need_val), ("test", out[2], need_test), ("train", out[0], True)):
+            if needed and len(idx) == 0:
+                raise ValueError(f"the {name} split of data.path is empty; add images or adjust "
+                                 "data.val_fraction / data.test_fraction")
+        return out
+
+    def _dataset(self, split: tuple, *, train: bool) -> Any:
+        kind, data, labels = split
+        transform = self._transform(train)
+        if kind == "array":
+            return ArrayImageDataset(data, labels, transform=transform, seed=self.config.seed)
+        return ImageFileDataset(data, channels=self.channels, transform=transform, seed=self.config.seed)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the training data."""
+        return len(self._load()["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, in index order."""
+        return list(self._load()["classes"])
+
+    def build_datamodule(self, *, predict_input: str | None = None) -> ImageDataModule:
+        splits = self._load()
+        test = self._dataset(splits["test"], train=False)
+        if predict_input is None:
+            predict = test
+            kind, data, _ = splits["test"]
+            self._predict_ids = ([f"test/{i}" for i in range(len(data))] if kind == "array"
+                                 else [p for p, _ in data])
+        else:
+            items = self._predict_items(predict_input)
+            predict = ImageFileDataset(items, channels=self.channels, transform=self._transform(False),
+                                       seed=self.config.seed)
+            self._predict_ids = [p for p, _ in items]
+        return ImageDataModule(train=self._dataset(splits["train"], train=True),
+                               val=self._dataset(splits["val"], train=False), test=test,
+                               predict=_Indexed(predict), data=self.data, seed=self.config.seed)
+
+    def _predict_items(self, source: str) -> list[tuple[str, int | None]]:
+        """Images to predict: a CSV (labels optional), a class-folder tree, a plain folder or one file."""
+        path = Path(source)
+        if path.suffix.lower() == ".csv":
+            label_column = self.data.label_column
+            with path.open(newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+            return read_labels_csv(path, path_column=self.data.path_column,
+                                   label_column=label_column if label_column in header else None,
+                                   class_names=self.class_names)[0]
+        if path.is_file():
+            return [(str(path), None)]
+        if not path.is_dir():
+            raise FileNotFoundError(f"predict input {source!r} does not exist (give an image, a folder or a CSV)")
+        if any(p.is_dir() for p in path.iterdir()):
+            items, found = list_image_folder(path)
+            if found == self.class_names:
+                return items
+            return [(p, None) for p, _ in items]
+        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"predict input folder {source!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return [(f, None) for f in files]
+
+    # ------------------------------------------------------------------ model, loss, metrics
+    def build_model(self) -> torch.nn.Module:
+        return self.create_model(num_classes=self.num_classes, in_channels=self.channels)
+
+    def build_adapter(self) -> Any:
+        from mmix_applied.adapters import Classification
+
+        return Classification(self.num_classes, label_smoothing=self.task.label_smoothing)
+
+    def build_metrics(self, stage: str) -> Any:
+        from mmix_applied.metrics import classification_metrics
+
+        return classification_metrics(n_bins=self.task.ece_bins)
+
+    # ------------------------------------------------------------------ predictions
+    def predict_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        x, y, index = batch
+        return {"probs": torch.softmax(model(x).float(), dim=1).cpu(), "target": y.cpu(), "index": index.cpu()}
+
+    def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        """CSV columns: ``id, target, predicted, confidence, p_<class>...``; plus ``reliability.png``."""
+        if not predictions:
+            raise ValueError("no predictions to write (the predict set is empty)")
+        probs = torch.cat([p["probs"] for p in predictions])
+        target = torch.cat([p["target"] for p in predictions])
+        index = torch.cat([p["index"] for p in predictions])
+        names = self.class_names
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["id", "target", "predicted", "confidence", *[f"p_{n}" for n in names]])
+        conf, pred = probs.max(1)
+        for row in range(len(probs)):
+            t = int(target[row])
+            writer.writerow([self._predict_ids[int(index[row])], names[t] if t >= 0 else "", names[int(pred[row])],
+                             f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]]])
+        path = Path(path)
+        atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
+        if self.task.reliability_diagram and len(target) and bool((target >= 0).all()):
+            from mmix_applied.metrics import ExpectedCalibrationError
+            from mmix_applied.plots import reliability_diagram
+
+            ece = ExpectedCalibrationError(n_bins=self.task.ece_bins, from_logits=False)
+            ece.update(probs, target)
+            reliability_diagram(ece.bins(), path.with_name("reliability.png"), ece=float(ece.compute()),
+                                title=f"{self.config.model.name}, mix={self.config.mix.variant}")
+        return path
