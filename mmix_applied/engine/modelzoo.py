@@ -20,8 +20,18 @@ def build_model(model_cfg: Any, *, num_classes: int, in_channels: int, **extra: 
         in_channels: Input channels.
         **extra: Builder options overriding ``model_cfg.options``.
     """
-    return create_model(model_cfg.family, model_cfg.name, num_classes=num_classes, in_channels=in_channels,
-                        pretrained=model_cfg.pretrained, **{**model_cfg.options, **extra})
+    try:
+        return create_model(model_cfg.family, model_cfg.name, num_classes=num_classes, in_channels=in_channels,
+                            pretrained=model_cfg.pretrained, **{**model_cfg.options, **extra})
+    except TypeError as err:  # a misspelled or unsupported builder option from model.options
+        if "unexpected keyword argument" not in str(err) or not model_cfg.options:
+            raise
+        from mmix_applied.config import ConfigTypeError
+
+        raise ConfigTypeError(
+            f"config key 'model.options': {model_cfg.family}/{model_cfg.name} does not take one of "
+            f"{sorted(model_cfg.options)} ({err}); remove or rename it (see docs/models.md for each "
+            "family's options)") from err
 
 
 def backbone_param_groups(model: nn.Module, *, lr: float, backbone_lr_mult: float, weight_decay: float,

@@ -1,0 +1,157 @@
+"""``make demo``: a mixed 2D U-Net on brain tissue from the embedded MNI152 template, end to end.
+
+Trains the segmentation recipe twice on axial slices of the MNI152 2009 template shipped in
+nilearn (4 classes: background, CSF, grey matter, white matter; nothing is downloaded): once
+without mixing and once with Manifold Mixup (Verma et al., ICML 2019) at the input and the
+encoder levels of a small MONAI U-Net. Each variant is tested on held-out axial slabs (unmixed)
+and predicts the test slices; the demo prints a table (mean Dice, pixel NLL, ECE per variant) and
+writes a run directory with both runs, ``results.md``/``results.json`` and ``predictions.png``
+(the T1 slice, the truth and each variant's prediction side by side).
+
+This is ONE template brain (an average of 152 subjects): train and test slices differ, but they
+come from the same brain, so the numbers show that the recipe runs and what mixing changes on
+it, not how a model generalises to new subjects or scanners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DISCLAIMER", "demo_config", "main"]
+
+DISCLAIMER = ("ONE template brain (MNI152 2009, shipped in nilearn): train and test are different slabs of the "
+              "same brain. A demo that the recipe runs end to end, not a benchmark of generalisation.")
+VARIANTS = ("none", "manifold")
+
+
+def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_steps: int = -1) -> Any:
+    """The config of one demo run (``configs/segmentation.yaml`` with a shorter schedule)."""
+    from mmix_applied.config import load_config
+
+    return load_config({
+        "recipe": "segmentation",
+        "seed": seed,
+        "run": {"dir": str(run_dir), "name": variant},
+        "model": {"family": "monai", "name": "unet",
+                  "options": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}},
+        "mix": {"variant": variant, "alpha": 0.4, "points": "auto"},
+        "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0001},
+        "scheduler": {"name": "cosine", "warmup_epochs": 1},
+        "train": {"max_epochs": epochs, "max_steps": max_steps, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+                  "loggers": ["csv"], "monitor": "val/mean_dice", "monitor_mode": "max",
+                  "check_val_every_n_epoch": max(1, epochs // 4), "log_every_n_steps": 5},
+        "data": {"source": "brain", "spatial_dims": 2, "resolution": 2, "batch_size": 4, "pad_divisor": 16},
+        "task": {"include_background": False},
+    })
+
+
+def _table(results: dict[str, dict[str, float]]) -> str:
+    keys = ["mean_dice", "dice_CSF", "dice_grey_matter", "dice_white_matter", "nll", "ece"]
+    head = ["variant", "mean Dice", "Dice CSF", "Dice GM", "Dice WM", "pixel NLL", "ECE", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, metrics in results.items():
+        cells = [variant] + [f"{metrics.get('test/' + k, float('nan')):.3f}" for k in keys]
+        lines.append("| " + " | ".join(cells + [f"{metrics['seconds']:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
+def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
+    """T1, truth and each variant's predicted mask for a few test slices, side by side."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from mmix_applied.data.brain import TISSUE_CLASSES, BrainSlices2D
+
+    test = BrainSlices2D("test")
+    picks = [round(i * (len(test) - 1) / max(1, slices - 1)) for i in range(slices)]
+    cmap = ListedColormap(["black", "tab:blue", "tab:gray", "white"])
+    cols = ["T1", "truth"] + [f"{v} (pred)" for v in variants]
+    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.2 * len(cols), 2.4 * len(picks)), squeeze=False)
+    for r, i in enumerate(picks):
+        image, truth = test.raw(i)
+        name = f"z{test.slices[i]:03d}"
+        panels = [image, truth] + [cv2.imread(str(demo_dir / v / "predictions" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+                                   for v in variants]
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(panel, cmap="gray" if c == 0 else cmap, vmin=0, vmax=1 if c == 0 else 3, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=9)
+        axes[r][0].set_ylabel(f"axial {name}", fontsize=8)
+    fig.suptitle("Brain tissue (" + ", ".join(f"{k}={n}" for k, n in zip(("black", "blue", "grey", "white"),
+                                                                           TISSUE_CLASSES)) + ")\n"
+                 "ONE template brain: a demo, not a generalisation benchmark", fontsize=8)
+    fig.tight_layout()
+    path = demo_dir / "predictions.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="mmix-applied demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs", help="parent folder of the demo's run directory (default runs)")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs per variant (default 40)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: none, input, manifold")
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop each variant after N steps (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in ("none", "input", "manifold")]
+    if bad or not variants:
+        parser.error(f"--variants takes a comma-separated list of none, input, manifold; got {args.variants!r}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1; got {args.epochs}")
+
+    import torch
+
+    from mmix_applied.engine.runner import fit, predict, test
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    demo_dir = Path(args.out) / f"demo-segmentation-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"mmix_applied demo: 2D U-Net (MONAI) on brain tissue slices, variants {', '.join(variants)}.")
+    print(DISCLAIMER)
+    print(f"run directory: {demo_dir}", flush=True)
+    start = time.perf_counter()
+    results: dict[str, dict[str, float]] = {}
+    for variant in variants:
+        t0 = time.perf_counter()
+        cfg = demo_config(variant, run_dir=demo_dir, epochs=args.epochs, seed=args.seed, max_steps=args.max_steps)
+        print(f"[{variant}] training {args.epochs} epochs ...", flush=True)
+        run_dir = fit(cfg)
+        seconds = time.perf_counter() - t0
+        last = run_dir / "checkpoints" / "last.ckpt"
+        metrics = test(cfg, checkpoint=last)
+        predict(cfg, checkpoint=last)
+        results[variant] = {**metrics, "seconds": seconds}
+        print(f"[{variant}] test mean Dice {metrics.get('test/mean_dice', float('nan')):.3f} "
+              f"({seconds:.0f} s training)", flush=True)
+    figure = _figure(demo_dir, variants)
+    table = _table(results)
+    total = time.perf_counter() - start
+    text = (f"# Segmentation demo\n\n{DISCLAIMER}\n\nTest split: held-out axial slabs, unmixed passes. "
+            f"Mean Dice over CSF, grey and white matter; pixel NLL and ECE over all pixels.\n\n{table}\n\n"
+            f"Predicted masks beside the truth: {figure.name}. Wall time: {total:.0f} s.\n")
+    (demo_dir / "results.md").write_text(text)
+    (demo_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    print("\n" + table + "\n")
+    print(DISCLAIMER)
+    print(f"wrote {demo_dir / 'results.md'} and {figure} ({total:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""Recipe: mixed U-Nets for medical segmentation, 2D and 3D.
+
+Any smp architecture or MONAI network trains with :class:`mmix_applied.adapters.Segmentation`
+(soft dense targets, CE + soft Dice). Manifold Mixup (Verma et al., ICML 2019) mixes at an
+encoder stage; every tensor crossing the cut, the U-Net skips included, is mixed with the same
+``lam``/``perm`` by the core, and the masks are mixed the same way into soft targets.
+
+Data (``data.source``): ``brain`` (the embedded MNI152 tissue default, :mod:`mmix_applied.data.brain`),
+``folders`` (2D image/mask folders) or ``datalist`` (3D Decathlon-style NIfTI datalist), see
+:mod:`mmix_applied.data.segmentation`. Validation and test are unmixed; metrics: Dice per class
+and mean Dice (MONAI), pixel NLL and ECE (:mod:`mmix_applied.tasks.segmentation_metrics`). 3D
+models evaluate and predict whole volumes by sliding-window inference (:class:`SlidingWindowNet`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmix_applied.tasks.base import DataConfig, Recipe
+from mmix_applied.tasks.segmentation_data import SegmentationDataModule
+from mmix_applied.tasks.segmentation_metrics import SegmentationMetrics
+
+__all__ = ["SegmentationData", "SegmentationRecipe", "SegmentationTask", "SlidingWindowNet"]
+
+
+@dataclasses.dataclass
+class SegmentationData(DataConfig):
+    """The ``data`` section of the segmentation recipe.
+
+    Attributes:
+        source: ``brain`` (embedded MNI152 tissue, no download), ``folders`` (2D) or ``datalist`` (3D).
+        spatial_dims: 2 (slices/images) or 3 (volumes).
+        mode: ``multiclass`` (class-index masks), ``binary`` or ``multilabel`` (one 0/1 channel per label).
+        num_classes: Classes (multiclass), labels (multilabel) or 1 (binary). ``brain``: 4.
+        in_channels: Image channels the model takes. ``brain``: 1.
+        ignore_index: Mask value left out of loss and metrics (``None``: every pixel counts).
+        class_names: Names for per-class Dice keys (default ``class0``...; ``brain``: tissue names).
+        train_images: 2D training image folder (``folders``).
+        train_masks: 2D training mask folder, files matched to images by name.
+        val_images: 2D validation image folder.
+        val_masks: 2D validation mask folder.
+        test_images: 2D test image folder.
+        test_masks: 2D test mask folder.
+        datalist: Decathlon-style datalist JSON (``datalist``).
+        base_dir: Folder the datalist paths are relative to (default: the JSON's folder).
+        train_key: Datalist key of the training pairs.
+        val_key: Datalist key of the validation pairs.
+        test_key: Datalist key of the test pairs.
+        pixdim: 3D: resample to this voxel spacing (mm); ``None`` keeps the input's.
+        orientation: 3D: reorient to these axis codes (``RAS``); ``None`` keeps the input's.
+        intensity_range: 3D: ``[a_min, a_max]`` scaled to [0, 1] and clipped (CT); ``None``: z-score (MR).
+        patch_size: 3D: training patch size (also the sliding window unless ``task.roi_size``).
+        num_samples: 3D: patches drawn per volume per step.
+        crop_size: 2D: training crop ``[height, width]`` (``None``: whole images).
+        pad_divisor: 2D: pad height and width to a multiple of this (the network's total stride).
+        flip: Random flips in training.
+        elastic: Random elastic deformation in training (2D; ``brain`` 3D too).
+        intensity: Random intensity changes in training.
+        resolution: ``brain``: template resolution, 1 or 2 (mm).
+        slab_thickness: ``brain``: axial slab thickness in slices (``None``: 6 for 2D, 12 for 3D).
+        slab_gap: ``brain``: slices dropped each side of held-out slabs.
+    """
+
+    batch_size: int = 8
+    source: Literal["brain", "folders", "datalist"] = "brain"
+    spatial_dims: int = 2
+    mode: Literal["multiclass", "binary", "multilabel"] = "multiclass"
+    num_classes: int = 4
+    in_channels: int = 1
+    ignore_index: int | None = None
+    class_names: list[str] | None = None
+    train_images: str | None = None
+    train_masks: str | None = None
+    val_images: str | None = None
+    val_masks: str | None = None
+    test_images: str | None = None
+    test_masks: str | None = None
+    datalist: str | None = None
+    base_dir: str | None = None
+    train_key: str = "training"
+    val_key: str = "validation"
+    test_key: str = "test"
+    pixdim: list[float] | None = None
+    orientation: str | None = "RAS"
+    intensity_range: list[float] | None = None
+    patch_size: list[int] = dataclasses.field(default_factory=lambda: [48, 48, 8])
+    num_samples: int = 2
+    crop_size: list[int] | None = None
+    pad_divisor: int = 32
+    flip: bool = True
+    elastic: bool = True
+    intensity: bool = True
+    resolution: int = 2
+    slab_thickness: int | None = None
+    slab_gap: int = 1
+
+
+@dataclasses.dataclass
+class SegmentationTask:
+    """The ``task`` section of the segmentation recipe.
+
+    Attributes:
+        dice_weight: Weight of the soft Dice term of the loss.
+        ce_weight: Weight of the cross-entropy term.
+        include_background: Whether class 0 counts in the Dice loss and the mean Dice (multiclass).
+        roi_size: 3D sliding-window size (``None``: ``data.patch_size``).
+        sw_batch_size: Windows per forward pass in sliding-window inference.
+        sw_overlap: Overlap of neighbouring windows (0 to <1).
+        ece_bins: Confidence bins of the expected calibration error.
+    """
+
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    include_background: bool = False
+    roi_size: list[int] | None = None
+    sw_batch_size: int = 4
+    sw_overlap: float = 0.25
+    ece_bins: int = 15
+
+
+class SlidingWindowNet(nn.Module):
+    """A 3D network that, in ``eval()`` mode, runs MONAI ``sliding_window_inference`` on whole
+    volumes; in training mode it is the network itself (patches go straight through).
+
+    The mix points are the wrapped network's (``mix_points``), so mixing is unchanged.
+
+    Args:
+        net: The network.
+        roi_size: Window size.
+        sw_batch_size: Windows per forward pass.
+        overlap: Overlap of neighbouring windows.
+    """
+
+    def __init__(self, net: nn.Module, *, roi_size: list[int], sw_batch_size: int = 4, overlap: float = 0.25) -> None:
+        super().__init__()
+        self.net = net
+        self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), sw_batch_size, overlap
+
+    def mix_points(self) -> list[str]:
+        """The wrapped network's default points, named from this module."""
+        from mmix_applied.points import INPUT, default_points
+
+        return [f"net.{p}" for p in default_points(self.net) if p != INPUT]
+
+    def backbone_names(self) -> list[str]:
+        """The wrapped network's backbone modules, named from this module."""
+        return [f"net.{n}" for n in _backbone_names(self.net)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.net(x)
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.net, overlap=self.overlap,
+                                        mode="gaussian")
+
+
+class SegmentationRecipe(Recipe):
+    """2D/3D segmentation with smp or MONAI networks (see the module docstring)."""
+
+    name = "segmentation"
+    data_schema = SegmentationData
+    task_schema = SegmentationTask
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        d = self.data
+        if d.spatial_dims not in (2, 3):
+            raise ValueError(f"data.spatial_dims={d.spatial_dims}: use 2 (images, slices) or 3 (volumes)")
+        if d.source == "brain" and (d.mode, d.num_classes, d.in_channels) != ("multiclass", 4, 1):
+            raise ValueError(
+                "data.source=brain has 4 tissue classes (background, CSF, grey matter, white matter) in one "
+                f"channel: set data.mode=multiclass, data.num_classes=4, data.in_channels=1 (got {d.mode}, "
+                f"{d.num_classes}, {d.in_channels})"
+            )
+        if d.source == "folders" and d.spatial_dims != 2 or d.source == "datalist" and d.spatial_dims != 3:
+            raise ValueError(f"data.source={d.source} needs data.spatial_dims={2 if d.source == 'folders' else 3}")
+
+    # ------------------------------------------------------------------ builders
+    def build_datamodule(self, *, predict_input: str | None = None) -> SegmentationDataModule:
+        self._datamodule = SegmentationDataModule(self.data, seed=self.config.seed, predict_input=predict_input)
+        return self._datamodule
+
+    def build_model(self) -> nn.Module:
+        extra: dict[str, Any] = {}
+        if self.config.model.family == "monai":
+            extra["spatial_dims"] = self.data.spatial_dims
+        net = self.create_model(num_classes=self.data.num_classes, in_channels=self.data.in_channels, **extra)
+        if self.data.spatial_dims == 2:
+            if not any(hasattr(net, a) for a in ("backbone_names", "encoder", "backbone")):
+                net.backbone_names = _backbone_names(net)  # MONAI nets: the encoder levels
+            return net
+        roi = self.task.roi_size or self.data.patch_size
+        return SlidingWindowNet(net, roi_size=list(roi), sw_batch_size=self.task.sw_batch_size,
+                                overlap=self.task.sw_overlap)
+
+    def build_adapter(self) -> Any:
+        from mmix_applied.adapters import Segmentation
+
+        return Segmentation(self.data.num_classes, mode=self.data.mode, dice_weight=self.task.dice_weight,
+                            ce_weight=self.task.ce_weight, ignore_index=self.data.ignore_index,
+                            include_background=self.task.include_background)
+
+    def class_names(self) -> list[str]:
+        """Per-class names used in metric keys."""
+        if self.data.class_names:
+            return list(self.data.class_names)
+        if self.data.source == "brain":
+            from mmix_applied.data.brain import TISSUE_CLASSES
+
+            return list(TISSUE_CLASSES)
+        return [f"class{i}" for i in range(self.data.num_classes)]
+
+    def build_metrics(self, stage: str) -> SegmentationMetrics:
+        return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
+                                   ignore_index=self.data.ignore_index, class_names=self.class_names(),
+                                   include_background=self.task.include_background, n_bins=self.task.ece_bins)
+
+    # ------------------------------------------------------------------ steps
+    def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, dict):  # MONAI dict batches (3D)
+            image, label = _plain(batch["image"]), _plain(batch["label"])
+            if self.data.mode == "multiclass":
+                return image, label[:, 0].round().long()
+            return image, label.float()
+        return batch[0], batch[1]
+
+    def _labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """Masks from logits: class indices (multiclass), 0/1 ``(B, *S)`` (binary) or ``(B, C, *S)``."""
+        if self.data.mode == "multiclass":
+            return logits.argmax(dim=1).to(torch.uint8 if self.data.num_classes <= 256 else torch.int32)
+        if self.data.mode == "binary":
+            return (logits[:, 0] > 0).to(torch.uint8)
+        return (logits > 0).to(torch.uint8)
+
+    def predict_step(self, model: nn.Module, batch: Any) -> list[dict[str, Any]]:
+        if self.data.spatial_dims == 2:
+            x, names, sizes = batch
+            labels = self._labels(model(x)).cpu().numpy()
+            return [{"name": n, "mask": m[..., : int(s[0]), : int(s[1])]} for n, m, s in zip(names, labels, sizes)]
+        from monai.data import decollate_batch
+
+        batch = dict(batch)
+        batch["pred"] = model(_plain(batch["image"]))
+        rows = []
+        for item in decollate_batch(batch):
+            pred = self._invert(item)
+            rows.append({"name": _volume_name(item["image"]), "mask": self._labels(pred[None])[0].cpu().numpy(),
+                         "affine": np.asarray(pred.affine, dtype=np.float64)})
+        return rows
+
+    def _invert(self, item: dict[str, Any]) -> Any:
+        """Map a prediction back to the input's voxel grid (undo orientation/spacing)."""
+        from monai.data import MetaTensor
+        from monai.transforms import Invertd
+
+        image = item["image"]
+        item["pred"] = MetaTensor(item["pred"], meta=dict(image.meta))  # meta holds the affine
+        datamodule = getattr(self, "_datamodule", None)
+        transform = getattr(datamodule, "predict_transform", None)
+        if transform is None or not getattr(image, "applied_operations", None):
+            return item["pred"]
+        inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
+        return inverted["pred"]
+
+    def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        rows = [row for batch in predictions for row in (batch if isinstance(batch, list) else [batch])]
+        path = Path(path)
+        out_dir = path.parent / path.stem
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for row in rows:
+            written.append((row["name"], _write_mask(row, out_dir, binary=self.data.mode == "binary")))
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["name", "mask"])
+            writer.writerows((name, str(file.relative_to(path.parent))) for name, file in written)
+        os.replace(tmp, path)
+        return path
+
+
+def _backbone_names(net: nn.Module) -> list[str]:
+    """Backbone modules for the optimizer's backbone learning rate: ``backbone_names``, an smp
+    ``encoder``, else the encoder levels (the default mix points without the input)."""
+    declared = getattr(net, "backbone_names", None)
+    if declared is not None:
+        return list(declared() if callable(declared) else declared)
+    for attr in ("encoder", "backbone"):
+        if isinstance(getattr(net, attr, None), nn.Module):
+            return [attr]
+    from mmix_applied.points import INPUT, default_points
+
+    return [p for p in default_points(net) if p != INPUT]
+
+
+def _plain(value: Any) -> torch.Tensor:
+    """A MONAI MetaTensor as a plain tensor (the mixer and the adapter need no metadata)."""
+    return value.as_tensor() if hasattr(value, "as_tensor") else value
+
+
+def _volume_name(image: Any) -> str:
+    source = str(getattr(image, "meta", {}).get("filename_or_obj", "volume"))
+    name = Path(source).name
+    for suffix in (".nii.gz", ".nii", ".gz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _write_mask(row: dict[str, Any], out_dir: Path, *, binary: bool) -> Path:
+    """Write one predicted mask: PNG (2D, class indices; binary as 0/255) or NIfTI (3D, input's affine)."""
+    mask = np.asarray(row["mask"])
+    if "affine" in row:
+        import nibabel as nib
+
+        data = np.moveaxis(mask, 0, -1) if mask.ndim == 4 else mask  # multilabel: channels last
+        file = out_dir / f"{row['name']}_seg.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.uint8), row["affine"]), str(file))
+        return file
+    import cv2
+
+    if mask.ndim == 3:  # multilabel: one PNG per label
+        for c in range(mask.shape[0]):
+            cv2.imwrite(str(out_dir / f"{row['name']}_label{c}.png"), (mask[c] * 255).astype(np.uint8))
+        return out_dir / f"{row['name']}_label0.png"
+    file = out_dir / f"{row['name']}.png"
+    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16))
+    return file
