@@ -132,28 +132,38 @@ class _ScoreMetric(Metric):
         return flatten_scores(preds, target, from_logits=self.from_logits, ignore_index=self.ignore_index)
 
 
-class Accuracy(_ScoreMetric):
+class _MeanScoreMetric(_ScoreMetric):
+    """The mean over samples (and positions) of a per-sample score; subclasses define ``_values``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _values(self, log_probs: Tensor, probs: Tensor, target: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch."""
+        log_probs, probs, target = self._flatten(preds, target)
+        self.total += self._values(log_probs, probs, target).double().sum()
+        self.count += target.numel()
+
+    def compute(self) -> Tensor:
+        """The mean so far."""
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+class Accuracy(_MeanScoreMetric):
     """Top-1 accuracy over samples (and positions), with the same input handling as the others."""
 
     higher_is_better = True
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("correct", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch."""
-        log_probs, _, target = self._flatten(preds, target)
-        self.correct += (log_probs.argmax(1) == target).double().sum()
-        self.count += target.numel()
-
-    def compute(self) -> Tensor:
-        """The accuracy so far."""
-        return (self.correct / self.count.clamp_min(1)).float()
+    def _values(self, log_probs: Tensor, probs: Tensor, target: Tensor) -> Tensor:
+        return log_probs.argmax(1) == target
 
 
-class NegativeLogLikelihood(_ScoreMetric):
+class NegativeLogLikelihood(_MeanScoreMetric):
     """Mean negative log-likelihood of the true class (lower is better).
 
     Args:
@@ -163,42 +173,18 @@ class NegativeLogLikelihood(_ScoreMetric):
 
     higher_is_better = False
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch."""
-        log_probs, _, target = self._flatten(preds, target)
-        self.total += -log_probs.gather(1, target[:, None]).double().sum()
-        self.count += target.numel()
-
-    def compute(self) -> Tensor:
-        """The mean NLL so far."""
-        return (self.total / self.count.clamp_min(1)).float()
+    def _values(self, log_probs: Tensor, probs: Tensor, target: Tensor) -> Tensor:
+        return -log_probs.gather(1, target[:, None])
 
 
-class BrierScore(_ScoreMetric):
+class BrierScore(_MeanScoreMetric):
     """Multi-class Brier score ``mean sum_c (p_c - onehot_c)^2`` (lower is better)."""
 
     higher_is_better = False
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch."""
-        _, probs, target = self._flatten(preds, target)
+    def _values(self, log_probs: Tensor, probs: Tensor, target: Tensor) -> Tensor:
         onehot = F.one_hot(target, probs.shape[1]).to(probs.dtype)
-        self.total += ((probs - onehot) ** 2).sum().double()
-        self.count += target.numel()
-
-    def compute(self) -> Tensor:
-        """The mean Brier score so far."""
-        return (self.total / self.count.clamp_min(1)).float()
+        return ((probs - onehot) ** 2).sum(1)
 
 
 class ExpectedCalibrationError(_ScoreMetric):
