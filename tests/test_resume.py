@@ -82,7 +82,17 @@ def test_resume_resolution_and_existing_run_guard(tmp_path):
         resolve_checkpoint(tmp_path / "nope.ckpt")
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+@pytest.fixture
+def one_thread():
+    """The killed run is a subprocess with one thread; the in-process runs must use one too, or
+    float reductions split differently across threads and the weights differ in the last bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, one_thread):
     """Issue 7 section 2: SIGKILL a CPU fit after its first checkpoint, resume, compare weights."""
     long = ["train.max_epochs=3", "train.limit_train_batches=40", "data.labels_per_class=40"]
     args = [*SETTINGS, *long, f"run.dir={tmp_path}", "run.name=killed"]
