@@ -20,6 +20,20 @@ __all__ = ["NamedSlices", "SegmentationDataModule", "nifti_predict_items"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
+class _VolumeDataset(Dataset):
+    """Datalist items through a MONAI pipeline, without MONAI's Dataset wrapping each error in
+    ``RuntimeError('applying transform ...')``: a bad file surfaces as the error that names it."""
+
+    def __init__(self, items: list[dict[str, Any]], transform: Any) -> None:
+        self.items, self.transform = items, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.transform(dict(self.items[index]))
+
+
 class NamedSlices(Dataset):
     """Predict items ``(image, name, (H, W))`` from a dataset of ``(image, mask)`` pairs."""
 
@@ -118,8 +132,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         return SegmentationFolder(images, masks, transform=self._transforms_2d(split == "train"), **kw)
 
     def _datalist(self, split: str) -> Dataset:
-        from monai.data import Dataset as MonaiDataset
-
         from mmix_applied.data.segmentation import build_3d_transforms, load_datalist
 
         d = self.cfg
@@ -130,12 +142,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         if split == "predict":
             items = nifti_predict_items(self.predict_input or d.datalist, key=d.test_key, base_dir=d.base_dir)
             self.predict_transform = build_3d_transforms(train=False, with_label=False, **common)
-            return MonaiDataset(items, transform=self.predict_transform)
+            return _VolumeDataset(items, self.predict_transform)
         key = {"train": d.train_key, "val": d.val_key, "test": d.test_key}[split]
         items = load_datalist(d.datalist, key=key, base_dir=d.base_dir)
         tf = build_3d_transforms(train=split == "train", patch_size=d.patch_size, num_samples=d.num_samples,
                                  flip=d.flip, intensity=d.intensity, **common)
-        return MonaiDataset(items, transform=tf)
+        return _VolumeDataset(items, tf)
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:

@@ -119,6 +119,10 @@ def read_image(path: str | Path, *, in_channels: int = 3) -> np.ndarray:
         image = np.ascontiguousarray(image[:, :, ::-1])  # OpenCV's BGR -> RGB
     scale = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
     image = image.astype(np.float32) / scale
+    if not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise ValueError(f"{str(path)!r} holds {bad} NaN/Inf pixel values; fix or replace the file (e.g. "
+                         "np.nan_to_num before saving) so that training does not stop later on a NaN loss")
     channels = image.shape[2]
     if channels == in_channels:
         return image
@@ -332,10 +336,18 @@ def load_datalist(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"datalist {str(path)!r} does not exist")
-    with path.open() as fh:
-        content = json.load(fh)
-    if key not in content:
-        raise KeyError(f"datalist {str(path)!r} has no key {key!r}; keys present: {sorted(content)}")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            content = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"datalist {str(path)!r} is not valid JSON ({err}); a Decathlon datalist looks like "
+                         '{"training": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}]}') from err
+    if not isinstance(content, dict) or key not in content:
+        present = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise KeyError(f"datalist {str(path)!r} has no key {key!r}; keys present: {present}")
+    if not isinstance(content[key], list) or not content[key]:
+        raise ValueError(f"datalist {str(path)!r} has no entries under {key!r}; list the image/label pairs there, "
+                         "or name another key")
     for i, entry in enumerate(content[key]):
         entry = entry if isinstance(entry, dict) else {"image": entry}
         needed = ("image", "label") if require_label else ("image",)
@@ -350,13 +362,27 @@ def load_datalist(
     return items
 
 
+def _source(value: Any, default: str) -> str:
+    return str(getattr(value, "meta", {}).get("filename_or_obj", default))
+
+
 class _CheckLabeld:
-    """MONAI-style dict transform: mask values must fit the mode (see :func:`check_mask_values`)."""
+    """MONAI-style dict transform: finite image voxels, image and label of one size, and mask
+    values that fit the mode (see :func:`check_mask_values`)."""
 
     def __init__(self, *, mode: MaskMode, num_classes: int, ignore_index: int | None) -> None:
         self.mode, self.num_classes, self.ignore_index = mode, num_classes, ignore_index
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        image = data.get("image")
+        if isinstance(image, torch.Tensor) and not bool(torch.isfinite(image).all()):
+            raise ValueError(f"image {_source(image, 'image')!r} holds NaN/Inf voxels; fix the volume (e.g. "
+                             "np.nan_to_num before saving) so that training does not stop later on a NaN loss")
+        label = data.get("label")
+        if isinstance(image, torch.Tensor) and isinstance(label, torch.Tensor) and image.shape[1:] != label.shape[1:]:
+            raise ValueError(f"image {_source(image, 'image')!r} has spatial size {tuple(image.shape[1:])} but label "
+                             f"{_source(label, 'label')!r} has {tuple(label.shape[1:])}; they must cover the same "
+                             "voxel grid (resample the label onto the image with nearest-neighbour interpolation)")
         if "label" in data:
             label = data["label"]
             source = getattr(label, "meta", {}).get("filename_or_obj", "label")
@@ -364,6 +390,40 @@ class _CheckLabeld:
             check_mask_values(array, mode=self.mode, num_classes=self.num_classes,
                               ignore_index=self.ignore_index, source=f"label {source!r}")
         return data
+
+
+def _readable(err: RuntimeError, data: Any) -> Exception:
+    """MONAI wraps every transform error in ``RuntimeError('applying transform <...>')``: return the
+    innermost error, itself when it names a file (our checks do), else a ValueError naming the files."""
+    inner: BaseException = err
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    files = [str(v) for k, v in (data.items() if isinstance(data, dict) else []) if isinstance(v, (str, Path))]
+    if isinstance(inner, (ValueError, FileNotFoundError, KeyError)) and any(f in str(inner) for f in files):
+        return inner
+    return ValueError(f"cannot load {' / '.join(map(repr, files)) or 'the item'}: {type(inner).__name__}: {inner}. "
+                      "Check that each file is a complete, readable NIfTI volume (re-export or copy it again).")
+
+
+def _compose_class() -> type:
+    from monai.transforms import Compose
+
+    class _Compose(Compose):
+        """MONAI's Compose, raising the readable error of a failed item instead of MONAI's wrapper."""
+
+        def __call__(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().__call__(data, *args, **kwargs)
+            except RuntimeError as err:
+                if not str(err).startswith("applying transform"):
+                    raise
+                raise _readable(err, data) from err
+
+    return _Compose
+
+
+def _Compose(steps: list[Any]) -> Any:  # noqa: N802 - builds the Compose subclass on first use (MONAI is slow to import)
+    return _compose_class()(steps)
 
 
 def build_3d_transforms(
@@ -421,7 +481,7 @@ def build_3d_transforms(
         if intensity:
             steps += [T.RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
                       T.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5)]
-    compose = T.Compose(steps)
+    compose = _Compose(steps)
     if seed is not None:
         compose.set_random_state(seed=seed)
     return compose

@@ -16,6 +16,8 @@ true width, from which the model computes each line's true CTC output length.
 
 from __future__ import annotations
 
+import io
+
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +65,17 @@ class LineRecord:
     source: str
 
 
+
+def _open_utf8(path: Path) -> io.StringIO:
+    """The text of a list file as a line iterator; a file that is not UTF-8 is a ValueError naming the line."""
+    data = path.read_bytes()
+    try:
+        return io.StringIO(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start}); save the list as UTF-8, "
+                         f"e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}") from None
+
 def _iam_image_path(root: Path, line_id: str) -> Path:
     parts = line_id.split("-")
     if len(parts) < 3:
@@ -103,7 +116,7 @@ def read_iam_lines(
     root = Path(image_root) if image_root is not None else path.parent / "lines"
     wanted = None if ids is None else {i.strip() for i in ids if i.strip()}
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with _open_utf8(path) as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or line.lstrip().startswith("#"):
@@ -153,7 +166,7 @@ def read_tsv(
         raise FileNotFoundError(f"TSV file not found: {path}")
     root = Path(image_root) if image_root is not None else path.parent
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with _open_utf8(path) as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or line.startswith("#"):
