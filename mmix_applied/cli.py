@@ -169,18 +169,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.debug:
         return _run(args)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from mmix_applied.config import ConfigError
     from mmix_applied.engine.io import CheckpointError
+    from mmix_applied.engine.module import NonFiniteLossError
 
     try:
         return _run(args)
     except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+    except MisconfigurationException as err:  # Lightning rejected a train.* value (accelerator, devices...)
+        print(f"error: {err} Check the train section (train.accelerator, train.devices, train.strategy, "
+              "train.precision; e.g. train.accelerator=cpu on a machine without a GPU).", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, KeyError) as err:
+        return _user_error(err)
+    except NonFiniteLossError as err:  # names the step and the fixes
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        cause = _data_cause(err)
+        if cause is None:
+            raise
+        return _user_error(cause)
+
+
+def _data_cause(err: RuntimeError) -> BaseException | None:
+    """The user error inside a wrapper: MONAI's ``applying transform <...>`` hides the reader's error
+    (which names the file) in ``__cause__``; return the innermost cause, or None for other errors."""
+    user = (ValueError, TypeError, KeyError, FileNotFoundError)
+    monai_wrapper = str(err).startswith("applying transform")
+    cause, found = err.__cause__, None
+    while cause is not None:
+        if isinstance(cause, user) or monai_wrapper:
+            found = cause
+        cause = cause.__cause__
+    return found
+
+
+def _user_error(err: BaseException) -> int:
+    """Print a user error (bad value, type, key or file) as one line; the exit status is 2."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,29 @@ def _first_tensor(args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor | None:
     return None
 
 
+def _leaves(value: Any) -> list[Any]:
+    """The leaves of nested tuples, lists and dicts, in order (the structures :func:`mix_value` walks)."""
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return [value]
+
+
+def _check_input_mixed(before: Any, after: Any) -> None:
+    """Raise a TypeError when mixing at ``"input"`` changed no tensor (e.g. uint8 images or token ids):
+    the targets would be mixed while the input is not."""
+    old, new = _leaves(before), _leaves(after)
+    if any(isinstance(a, Tensor) and a is not b for a, b in zip(old, new)):
+        return
+    seen = ", ".join(f"{t.dtype} {tuple(t.shape)}" for t in old if isinstance(t, Tensor))
+    raise TypeError(
+        f"mixing at 'input' found no floating-point input tensor carrying the batch to mix (inputs: {seen}); "
+        "the targets would be mixed but the input would not. Convert the input to float (e.g. x.float() / 255 "
+        "for uint8 images), or mix at a module point after the embedding for integer inputs such as token ids."
+    )
+
+
 class _MixingForward:
     """Instance-level ``forward`` of a mixed model: routes to the mixer while a plan is active.
 
@@ -252,9 +275,11 @@ class ManifoldMixup:
                 )
         if plan.point == INPUT:
             dims = resolve_batch_dims(self.model, INPUT, self.batch_dims)
-            args = mix_value(tuple(args), plan.lam, plan.perm, plan.box, dims)
-            kwargs = mix_value(dict(kwargs), plan.lam, plan.perm, plan.box, dims)
-            return original(*args, **kwargs)
+            mixed_args = mix_value(tuple(args), plan.lam, plan.perm, plan.box, dims)
+            mixed_kwargs = mix_value(dict(kwargs), plan.lam, plan.perm, plan.box, dims)
+            if dims is not None:
+                _check_input_mixed((args, kwargs), (mixed_args, mixed_kwargs))
+            return original(*mixed_args, **mixed_kwargs)
         graph = self._graphs.get(plan.point)
         if graph is None:  # fallback: forward hooks mix the point's output
             return original(*args, **kwargs)

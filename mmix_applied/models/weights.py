@@ -75,6 +75,13 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _pickle_detail(err: BaseException) -> str:
+    """The informative line of torch's long weights-only error (e.g. ``Unsupported operand 120``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
+                lines[-1] if lines else "")[:200]
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from a local ``.safetensors`` or ``torch.save`` file, safely.
 
@@ -88,18 +95,32 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"weights file {str(path)!r} does not exist. `pretrained` takes a path to a local "
             ".safetensors or .pth file; hub names are not downloaded."
         )
+    damaged = ("cannot be read: it is truncated, corrupt or not a {kind} file ({error}: {detail}). Copy or "
+               "export the weights again (torch.save(model.state_dict(), path) or safetensors.torch.save_file).")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(p), device="cpu"))
+        try:
+            return dict(load_file(str(p), device="cpu"))
+        except Exception as err:  # safetensors' SafetensorError: bad header, truncated data
+            raise ValueError(f"weights file {str(path)!r} " + damaged.format(
+                kind="safetensors", error=type(err).__name__, detail=str(err).splitlines()[0][:200])) from err
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # not an unsafe object: a damaged or foreign file
+            raise ValueError(f"weights file {str(path)!r} " + damaged.format(
+                kind="torch.save", error=type(err).__name__, detail=_pickle_detail(err))) from err
         raise ValueError(
             f"{str(path)!r} holds Python objects besides tensors, which are not loaded (weights_only=True "
             "runs no code from a file). Save the weights alone: torch.save(model.state_dict(), path) or "
             f"safetensors.torch.save_file. Detail: {str(err).splitlines()[0]}"
         ) from err
+    except (RuntimeError, EOFError, OSError) as err:  # truncated zip archive, empty or unreadable file
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"weights file {str(path)!r} " + damaged.format(
+            kind="torch.save", error=type(err).__name__, detail=str(err).splitlines()[0][:200])) from err
     for _ in range(3):  # unwrap up to three levels of containers
         if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):
             return dict(obj)

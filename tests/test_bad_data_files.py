@@ -1,0 +1,287 @@
+"""Issue 7, section 1, continued: bad data files for the segmentation (2D folders, 3D NIfTI
+datalists) and text-line (IAM/TSV) readers. Each error names the file and the fix; no input file
+is modified (bytes and mtime).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mmix_applied.config import load_config
+from _bad_input_helpers import no_network, png, says, snapshot, truncate  # noqa: F401  (autouse fixture)
+
+
+# --------------------------------------------------------------------------- 2D segmentation folders
+def _pairs(root: Path, mask: np.ndarray | None = None, image: np.ndarray | None = None, *, mask_name="case0.png",
+           image_name="case0.png") -> tuple[Path, Path]:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "msk").mkdir(parents=True, exist_ok=True)
+    image = np.full((8, 8), 100, np.uint8) if image is None else image
+    mask = np.zeros((8, 8), np.uint8) if mask is None else mask
+    if image_name.endswith(".tif") and image.dtype == np.float32:
+        assert cv2.imwrite(str(root / "img" / image_name), image)
+    else:
+        png(root / "img" / image_name, image)
+    assert cv2.imwrite(str(root / "msk" / mask_name), mask)
+    return root / "img", root / "msk"
+
+
+def _folder(img, msk, **kw):
+    from mmix_applied.data.segmentation import SegmentationFolder
+
+    return SegmentationFolder(img, msk, **{"num_classes": 3, "in_channels": 1, **kw})
+
+
+def test_mask_values_outside_classes_besides_ignore_index(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    mask[0, 0], mask[1, 1] = 255, 7
+    img, msk = _pairs(tmp_path, mask)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _folder(img, msk, ignore_index=255)[0]
+    says(err, str(msk / "case0.png"), "[7]", "0..2 or ignore_index=255", "check num_classes")
+    assert snapshot(tmp_path) == before
+
+
+def test_float_mask_where_class_indices_are_expected(tmp_path):
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:4, 2:4] = 0.5
+    img, msk = _pairs(tmp_path, mask, mask_name="case0.tif")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _folder(img, msk)[0]
+    says(err, str(msk / "case0.tif"), "[0.5]", "multiclass range", "check num_classes, the mask mode")
+    assert snapshot(tmp_path) == before
+
+
+def test_image_and_mask_size_mismatch(tmp_path):
+    img, msk = _pairs(tmp_path, np.zeros((6, 10), np.uint8))
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _folder(img, msk)[0]
+    says(err, "size mismatch", "case0.png is 8x8", "case0.png is 6x10")
+    assert snapshot(tmp_path) == before
+
+
+def test_empty_image_folder_and_missing_mask_folder(tmp_path):
+    from mmix_applied.data.segmentation import find_pairs
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "readme.txt").write_text("not an image")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        find_pairs(tmp_path / "img", tmp_path / "img")
+    says(err, str(tmp_path / "img"), "has no files ending in", ".png")
+    assert snapshot(tmp_path) == before
+    png(tmp_path / "img" / "a.png", np.zeros((4, 4), np.uint8))
+    before = snapshot(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        find_pairs(tmp_path / "img", tmp_path / "masks")
+    says(err, str(tmp_path / "masks"), "does not exist")
+    assert snapshot(tmp_path) == before
+
+
+def test_truncated_segmentation_image(tmp_path):
+    img, msk = _pairs(tmp_path, image=np.random.default_rng(0).integers(0, 255, (8, 8), np.uint8))
+    truncate(img / "case0.png")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _folder(img, msk)[0]
+    says(err, str(img / "case0.png"), "cannot read", "not an image OpenCV can decode")
+    assert snapshot(tmp_path) == before
+
+
+def test_nan_pixels_in_a_float_image(tmp_path):
+    image = np.full((8, 8), 0.5, np.float32)
+    image[3, 3] = np.nan
+    img, msk = _pairs(tmp_path, image=image, image_name="case0.tif")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _folder(img, msk)[0]
+    assert snapshot(tmp_path) == before
+    says(err, str(img / "case0.tif"), "NaN", "np.nan_to_num")
+
+
+# --------------------------------------------------------------------------- 3D NIfTI datalists
+def _nifti(path: Path, data: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+@pytest.fixture()
+def volumes(tmp_path):
+    label = np.zeros((8, 8, 4), np.uint8)
+    label[2:6, 2:6, 1:3] = 1
+    _nifti(tmp_path / "img.nii.gz", (label * 50 + 1).astype(np.float32))
+    _nifti(tmp_path / "lab.nii.gz", label)
+    return tmp_path
+
+
+def _load_pair(image: Path, label: Path):
+    from mmix_applied.data.segmentation import build_3d_transforms
+
+    return build_3d_transforms(train=False, num_classes=2)({"image": str(image), "label": str(label)})
+
+
+def test_valid_pair_loads(volumes):  # the control for the cases below
+    out = _load_pair(volumes / "img.nii.gz", volumes / "lab.nii.gz")
+    assert tuple(out["image"].shape) == (1, 8, 8, 4) and set(np.unique(out["label"].numpy())) == {0, 1}
+
+
+@pytest.mark.parametrize("bad", ["float 0.5", "NaN"])
+def test_label_volume_with_float_or_nan_values(volumes, bad):
+    label = np.zeros((8, 8, 4), np.float32)
+    label[2:4, 2:4, 1] = 0.5 if bad == "float 0.5" else np.nan
+    _nifti(volumes / "bad.nii.gz", label)
+    before = snapshot(volumes)
+    with pytest.raises(ValueError) as err:
+        _load_pair(volumes / "img.nii.gz", volumes / "bad.nii.gz")
+    assert snapshot(volumes) == before
+    says(err, str(volumes / "bad.nii.gz"), "outside the multiclass range", "check num_classes")
+
+
+def test_truncated_nifti(volumes):
+    truncate(volumes / "img.nii.gz")
+    before = snapshot(volumes)
+    with pytest.raises(ValueError) as err:
+        _load_pair(volumes / "img.nii.gz", volumes / "lab.nii.gz")
+    assert snapshot(volumes) == before
+    says(err, str(volumes / "img.nii.gz"), "re-export or copy it again")
+
+
+def test_image_and_label_volume_size_mismatch(volumes):
+    _nifti(volumes / "small.nii.gz", np.zeros((6, 8, 4), np.uint8))
+    before = snapshot(volumes)
+    with pytest.raises(ValueError) as err:
+        _load_pair(volumes / "img.nii.gz", volumes / "small.nii.gz")
+    assert snapshot(volumes) == before
+    says(err, str(volumes / "img.nii.gz"), str(volumes / "small.nii.gz"), "(6, 8, 4)", "resample the label")
+
+
+def test_nan_voxels_in_an_image_volume(volumes):
+    image = np.ones((8, 8, 4), np.float32)
+    image[0, 0, 0] = np.nan
+    _nifti(volumes / "nan.nii.gz", image)
+    before = snapshot(volumes)
+    with pytest.raises(ValueError) as err:
+        _load_pair(volumes / "nan.nii.gz", volumes / "lab.nii.gz")
+    assert snapshot(volumes) == before
+    says(err, str(volumes / "nan.nii.gz"), "NaN", "np.nan_to_num")
+
+
+def test_empty_datalist(tmp_path):
+    from mmix_applied.data.segmentation import load_datalist
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": []}))
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        load_datalist(tmp_path / "dataset.json")
+    assert snapshot(tmp_path) == before
+    says(err, str(tmp_path / "dataset.json"), "'training'", "list the image/label pairs")
+
+
+def test_malformed_datalist_json(tmp_path):
+    from mmix_applied.data.segmentation import load_datalist
+
+    (tmp_path / "dataset.json").write_text("{training: [}")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        load_datalist(tmp_path / "dataset.json")
+    assert snapshot(tmp_path) == before
+    says(err, str(tmp_path / "dataset.json"), "not valid JSON", '{"training": [')
+
+
+def test_datalist_naming_a_missing_volume(volumes):
+    from mmix_applied.data.segmentation import load_datalist
+
+    (volumes / "dataset.json").write_text(json.dumps({"training": [{"image": "img.nii.gz", "label": "gone.nii.gz"}]}))
+    before = snapshot(volumes)
+    with pytest.raises(FileNotFoundError) as err:
+        load_datalist(volumes / "dataset.json")
+    says(err, str(volumes / "dataset.json"), "gone.nii.gz", "missing file")
+    assert snapshot(volumes) == before
+
+
+# --------------------------------------------------------------------------- text lines (IAM / TSV)
+def _line(path: Path) -> Path:
+    image = np.full((16, 48), 255, np.uint8)
+    image[4:12, 4:44:5] = 0
+    return png(path, image)
+
+
+def _hw_recipe(*overrides):
+    from mmix_applied.tasks.handwriting import HandwritingRecipe
+
+    return HandwritingRecipe(load_config({"recipe": "handwriting"}, list(overrides)))
+
+
+def test_transcription_with_characters_outside_the_charset(tmp_path):
+    from mmix_applied.text import UnknownCharacterError
+
+    _line(tmp_path / "a.png")
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("a.png\tabc\na.png\tcafé\n", encoding="utf-8")
+    before = snapshot(tmp_path)
+    with pytest.raises(UnknownCharacterError) as err:
+        _hw_recipe("data.format=tsv", f"data.train={tsv}", f"data.val={tsv}", "data.charset=abcdef").records()
+    says(err, "'é' (U+00E9)", f"{tsv}:2@3", "add the characters")
+    assert snapshot(tmp_path) == before
+
+
+def test_iam_transcription_outside_the_charset_with_drop_keeps_the_rest(tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a01-000u-00 ok 154 19 1 2 3 4 ab\na01-000u-01 ok 154 19 1 2 3 4 a|z\n")
+    recipe = _hw_recipe("data.format=iam", f"data.train={lines}", f"data.val={lines}", "data.charset=ab ",
+                        "data.on_unknown=drop")
+    assert [r.text for r in recipe.records()["train"]] == ["ab"]
+
+
+def test_truncated_line_image(tmp_path):
+    from mmix_applied.data.text_lines import TextLineDataset, read_tsv
+
+    truncate(_line(tmp_path / "a.png"))
+    (tmp_path / "list.tsv").write_text("a.png\tabc\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        TextLineDataset(read_tsv(tmp_path / "list.tsv"))[0]
+    says(err, str(tmp_path / "a.png"), f"listed at {tmp_path / 'list.tsv'}:1", "cannot read line image")
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_line_image(tmp_path):
+    from mmix_applied.data.text_lines import TextLineDataset, read_tsv
+
+    (tmp_path / "list.tsv").write_text("# images\ngone.png\tabc\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        TextLineDataset(read_tsv(tmp_path / "list.tsv"))[0]
+    says(err, str(tmp_path / "gone.png"), f"listed at {tmp_path / 'list.tsv'}:2")
+    assert snapshot(tmp_path) == before
+
+
+def test_empty_transcription_list(tmp_path):
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("# no lines yet\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _hw_recipe("data.format=tsv", f"data.train={tsv}", f"data.val={tsv}").records()
+    says(err, str(tsv), "no training lines")
+    assert snapshot(tmp_path) == before
+
+
+def test_transcription_list_not_in_utf8(tmp_path):
+    from mmix_applied.data.text_lines import read_tsv
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_bytes("a.png\tcaf\xe9\n".encode("latin-1"))
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        read_tsv(tsv)
+    assert snapshot(tmp_path) == before
+    says(err, f"{tsv}:1", "not UTF-8", "save the list as UTF-8")
