@@ -16,6 +16,7 @@ it, not how a model generalises to new subjects or scanners.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import time
 from pathlib import Path
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    # The demo prints its own progress and table; Lightning's per-Trainer banners and tips
+    # (devices, limit_* notes, cloud-logger adverts) would bury them. Warnings still show.
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in ("none", "input", "manifold")]
     if bad or not variants:
