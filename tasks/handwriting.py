@@ -236,6 +236,10 @@ class HandwritingRecipe(Recipe):
         else:
             if not 0.0 < d.val_fraction < 1.0:
                 raise ValueError(f"data.val_fraction must be in (0, 1) without data.val, got {d.val_fraction}")
+            if len(train) < 2:
+                raise ValueError(f"handwriting: {d.train!r} has {len(train)} usable line(s); holding out "
+                                 f"data.val_fraction={d.val_fraction} for validation needs at least 2. Add lines, "
+                                 "or name a validation list with data.val")
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
             cut = max(1, int(round(d.val_fraction * len(train))))
             val, train = [train[i] for i in sorted(order[:cut])], [train[i] for i in sorted(order[cut:])]

@@ -285,3 +285,14 @@ def test_transcription_list_not_in_utf8(tmp_path):
         read_tsv(tsv)
     assert snapshot(tmp_path) == before
     says(err, f"{tsv}:1", "not UTF-8", "save the list as UTF-8")
+
+
+def test_single_line_transcription_list_without_a_validation_list(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((16, 40), 255, np.uint8))
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("a.png\t12\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _hw_recipe("data.format=tsv", f"data.train={tsv}").records()
+    says(err, str(tsv), "1 usable line", "data.val")
+    assert snapshot(tmp_path) == before
