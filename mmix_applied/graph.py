@@ -25,7 +25,8 @@ from torch import nn
 from .functional import BatchDims, mix_value
 from .points import INPUT, resolve_batch_dims
 
-__all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PLAN_ARGS", "EAGER_CHECKS"]
+__all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PLAN_ARGS", "EAGER_CHECKS",
+           "concrete_args_for", "call_key", "forward_signature", "is_current"]
 
 #: Names of the graph inputs that carry the plan; passed as keyword arguments.
 PLAN_ARGS = ("mmix_lam", "mmix_perm", "mmix_box")
@@ -61,20 +62,84 @@ class _CutTracer(fx.Tracer):
 EAGER_CHECKS = ("check_input_shape",)
 
 
-def _concrete_args(model: nn.Module) -> dict[str, Any]:
-    """Non-tensor defaults (flags, None) are frozen so Python branches on them trace."""
-    out = {}
-    for name, param in inspect.signature(model.forward).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+def forward_signature(model: nn.Module) -> inspect.Signature:
+    """The signature of the model class's ``forward``, without ``self``."""
+    sig = inspect.signature(type(model).forward)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return False
+
+
+def concrete_args_for(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    """The non-tensor arguments of one call (flags, None, numbers), which tracing freezes.
+
+    Tensors (and containers of tensors) stay graph inputs; everything else is specialised, so
+    a forward that branches on ``mask is None`` or on a flag traces, once per distinct value.
+    Returns None when the call does not bind to the signature.
+    """
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    concrete = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        default = param.default
-        if default is not inspect.Parameter.empty and (default is None or isinstance(default, (bool, int, float, str))):
-            out[name] = default
-    return out
+        if not _holds_tensor(value):
+            concrete[name] = value
+    return concrete
 
 
-def trace_for_points(model: nn.Module, points: list[str]) -> fx.Graph:
+def call_key(concrete: dict[str, Any]) -> tuple:
+    """A hashable key of a call's frozen arguments (graphs are cached per key)."""
+    def freeze(v: Any) -> Any:
+        try:
+            hash(v)
+            return v
+        except TypeError:
+            return repr(v)
+    return tuple(sorted((k, freeze(v)) for k, v in concrete.items()))
+
+
+def is_current(model: nn.Module, gm: fx.GraphModule) -> bool:
+    """Whether every module and attribute the graph calls is still the model's own object.
+
+    A replaced head (``reset_classifier``), ``load_state_dict(assign=True)`` or a buffer swapped
+    by ``.to()`` leaves the traced copy pointing at the old object; the mixer then rebuilds it.
+    """
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            target = str(node.target)
+            try:
+                if _lookup(model, target) is not _lookup(gm, target):
+                    return False
+            except AttributeError:
+                return False
+    return True
+
+
+def _lookup(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def trace_for_points(model: nn.Module, points: list[str], concrete: dict[str, Any] | None = None) -> fx.Graph:
     """Trace ``model``'s forward in training mode with ``points`` kept as leaf calls.
+
+    ``concrete`` freezes the non-tensor arguments of the call the graph is for (see
+    :func:`concrete_args_for`); by default, those of a call with one tensor argument.
 
     Raises:
         TraceFailed: the forward has data-dependent control flow or other untraceable code.
@@ -88,7 +153,11 @@ def trace_for_points(model: nn.Module, points: list[str]) -> fx.Graph:
         for name in silenced:
             setattr(model, name, lambda *args, **kwargs: None)
         tracer = _CutTracer(model, list(point_modules.values()))
-        graph = tracer.trace(model, concrete_args=_concrete_args(model) or None)
+        if concrete is None:
+            sig = forward_signature(model)
+            first = next(iter(sig.parameters), None)
+            concrete = concrete_args_for(sig, (torch.empty(0),), {}) if first is not None else {}
+        graph = tracer.trace(model, concrete_args=concrete or None)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError ...)
         raise TraceFailed(f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -112,11 +181,13 @@ def _calls_of(model: nn.Module, graph: fx.Graph, module: nn.Module) -> list[fx.N
 
 
 def _tainted(graph: fx.Graph) -> set[fx.Node]:
-    """Nodes whose value depends on the model's inputs (parameters and constants do not)."""
+    """Nodes whose value depends on the model input, its first argument (parameters, constants and
+    side inputs such as masks or lengths do not: they are the same whichever sample they serve)."""
     tainted: set[fx.Node] = set()
+    placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.target not in PLAN_ARGS]
     for n in graph.nodes:
         if n.op == "placeholder":
-            if n.target not in PLAN_ARGS:
+            if placeholders and n is placeholders[0]:
                 tainted.add(n)
         elif n.op in ("call_module", "call_function", "call_method"):
             if any(a in tainted for a in n.all_input_nodes):

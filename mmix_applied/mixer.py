@@ -18,7 +18,8 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .functional import BatchDims, mix_value
-from .graph import EAGER_CHECKS, TraceFailed, build_cut_graph, trace_for_points
+from .graph import (EAGER_CHECKS, TraceFailed, build_cut_graph, call_key, concrete_args_for, forward_signature,
+                    is_current, trace_for_points)
 from .plan import MixPlan, sample_beta, sample_box
 from .points import INPUT, default_points, resolve_batch_dims, validate_points
 
@@ -148,16 +149,23 @@ class ManifoldMixup:
         else:
             self.generator.manual_seed(seed)
         self._active: MixPlan | None = None
+        # Cut graphs for the plain call model(x), and per call key for calls with other non-tensor
+        # arguments (flags, masks given or None), built when first seen.
         self._graphs: dict[str, fx.GraphModule] = {}
+        self._graphs_by_call: dict[tuple, dict[str, fx.GraphModule]] = {}
         self._grids: dict[tuple, list[int] | None] = {}
         self._hooks: list[Any] = []
+        self._warned: set[str] = set()
         self.trace_error: str | None = None
-        module_points = [p for p in self.points if p != INPUT]
-        if module_points:
+        self._module_points = [p for p in self.points if p != INPUT]
+        try:
+            self._signature = forward_signature(model)
+        except (TypeError, ValueError):
+            self._signature = None
+        if self._module_points:
             try:
-                base = trace_for_points(model, module_points)
                 # Built once, here: torch.compile must never see a graph being built.
-                self._graphs = {p: build_cut_graph(model, base, p, self.batch_dims) for p in module_points}
+                self._graphs = self._build_graphs(None)
             except TraceFailed as exc:
                 self.trace_error = str(exc)
                 warnings.warn(
@@ -166,7 +174,7 @@ class ManifoldMixup:
                     "connections) are then NOT mixed: prefer points with no skip across them.",
                     stacklevel=2,
                 )
-                self._install_hooks(module_points)
+                self._install_hooks(self._module_points)
         self._previous_forward = model.__dict__.get("forward")
         model.forward = _MixingForward(model, self, model.forward)
 
@@ -198,7 +206,10 @@ class ManifoldMixup:
 
     def _grid(self, point: str, input_shape: Sequence[int] | None) -> list[int]:
         if input_shape is None:
-            return [1, 1]  # unknown resolution: a coarse 2D grid keeps lam exact at any multiple
+            self._warn_once("cutmix-grid", "cutmix without input_shape: the box is drawn on a 32x32 grid, so lam is "
+                            "the kept area only where the state's size is a multiple of 32; pass "
+                            "sample(..., input_shape=x.shape) or call mixer(x), which does.")
+            return [32, 32]
         key = (point, tuple(input_shape))
         if key not in self._grids:
             self._grids[key] = self._probe_grid(point, tuple(input_shape))
@@ -218,8 +229,11 @@ class ManifoldMixup:
         try:
             self.model.eval()
             with torch.no_grad():
-                self.model(torch.zeros((1,) + input_shape[1:], device=param.device if param is not None else None))
-        except Exception:  # the probe is best effort; the input grid is the fallback
+                self.model(torch.zeros((1,) + input_shape[1:], device=param.device if param is not None else None,
+                                       dtype=param.dtype if param is not None and param.is_floating_point() else None))
+        except Exception as exc:  # the probe is best effort; the input grid is the fallback
+            self._warn_once("probe", f"cutmix could not measure the state at {point!r} ({type(exc).__name__}: {exc}); "
+                            "the box uses the input's grid, so lam is only approximately the kept area there.")
             return None
         finally:
             handle.remove()
@@ -256,7 +270,9 @@ class ManifoldMixup:
         x = _first_tensor(args, kwargs)
         if x is None or x.dim() == 0:
             raise TypeError("mixer(...) needs a batched tensor argument (the model input).")
-        plan = self.sample(x.shape[0], device=x.device, input_shape=tuple(x.shape))
+        dim = resolve_batch_dims(self.model, INPUT, self.batch_dims)
+        size = x.shape[dim] if isinstance(dim, int) and x.dim() > dim else x.shape[0]
+        plan = self.sample(size, device=x.device, input_shape=tuple(x.shape))
         with self.apply(plan):
             out = self.model(*args, **kwargs)
         return out, plan
@@ -275,19 +291,52 @@ class ManifoldMixup:
                 )
         if plan.point == INPUT:
             dims = resolve_batch_dims(self.model, INPUT, self.batch_dims)
-            mixed_args = mix_value(tuple(args), plan.lam, plan.perm, plan.box, dims)
-            mixed_kwargs = mix_value(dict(kwargs), plan.lam, plan.perm, plan.box, dims)
+            # The model input is the first argument; side inputs (masks, lengths) are never mixed.
+            mixed_args, mixed_kwargs = list(args), dict(kwargs)
+            if mixed_args:
+                mixed_args[0] = mix_value(mixed_args[0], plan.lam, plan.perm, plan.box, dims)
+            elif mixed_kwargs:
+                first = next(iter(mixed_kwargs))
+                mixed_kwargs[first] = mix_value(mixed_kwargs[first], plan.lam, plan.perm, plan.box, dims)
             if dims is not None:
                 _check_input_mixed((args, kwargs), (mixed_args, mixed_kwargs))
             return original(*mixed_args, **mixed_kwargs)
-        graph = self._graphs.get(plan.point)
-        if graph is None:  # fallback: forward hooks mix the point's output
+        if not self._graphs:  # fallback: forward hooks mix the point's output
             return original(*args, **kwargs)
+        graph = self._graph_for(plan.point, args, kwargs)
         for name in EAGER_CHECKS:  # input checks the traced graph leaves out (see graph.py)
             check = getattr(self.model, name, None)
             if callable(check) and x is not None:
                 check(x)
+        if kwargs and self._signature is not None:  # fx renames frozen parameters: pass every argument by position
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            args, kwargs = bound.args, bound.kwargs
         return graph(*args, **kwargs, mmix_lam=plan.lam, mmix_perm=plan.perm, mmix_box=plan.box)
+
+    def _build_graphs(self, concrete: dict[str, Any] | None) -> dict[str, fx.GraphModule]:
+        base = trace_for_points(self.model, self._module_points, concrete)
+        return {p: build_cut_graph(self.model, base, p, self.batch_dims) for p in self._module_points}
+
+    def _graph_for(self, point: str, args: tuple, kwargs: dict, *, rebuilt: bool = False) -> fx.GraphModule:
+        """The cut graph for this call: the prebuilt one for ``model(x)``, else one traced for the
+        call's non-tensor arguments; rebuilt when the model's modules or tensors were replaced."""
+        graphs = self._graphs
+        if kwargs or len(args) != 1:
+            concrete = concrete_args_for(self._signature, args, kwargs) if self._signature is not None else None
+            if concrete is None:
+                raise TypeError(f"{type(self.model).__name__}.forward does not take the arguments of this call.")
+            key = call_key(concrete)
+            if key not in self._graphs_by_call:
+                self._graphs_by_call[key] = self._build_graphs(concrete)
+            graphs = self._graphs_by_call[key]
+        graph = graphs[point]
+        if not rebuilt and not torch.compiler.is_compiling() and not is_current(self.model, graph):
+            # The model changed since tracing (a new head, assigned weights, buffers moved by .to()).
+            self._graphs = self._build_graphs(None)
+            self._graphs_by_call.clear()
+            return self._graph_for(point, args, kwargs, rebuilt=True)
+        return graph
 
     def _install_hooks(self, module_points: list[str]) -> None:
         for name in module_points:
@@ -299,6 +348,11 @@ class ManifoldMixup:
                 return mix_value(output, plan.lam, plan.perm, plan.box, dims)
             self._hooks.append(self.model.get_submodule(name).register_forward_hook(hook))
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Remove every hook and the forward routing; the model is as it was. Idempotent."""
@@ -306,6 +360,8 @@ class ManifoldMixup:
             handle.remove()
         self._hooks.clear()
         self._graphs.clear()
+        self._graphs_by_call.clear()
+        self.enabled = False  # a closed mixer's __call__ runs unmixed and returns plan None
         current = self.model.__dict__.get("forward")
         if isinstance(current, _MixingForward) and current.mixer is self:
             if self._previous_forward is None:

@@ -148,3 +148,23 @@ def test_ctc_target_longer_than_output_is_a_clear_error_or_zero_with_warning():
 def test_bad_targets_name_the_problem(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_segmentation_3d_mask_with_a_2d_box_swaps_through_every_slice():
+    mask = torch.randint(0, 3, (4, 2, 8, 8))
+    box = torch.tensor([[0.25, 0.75], [0.5, 1.0]])
+    mixed = Segmentation(3).mix_targets(mask, _plan(0.75, box))
+    want = F.one_hot(mask, 3).movedim(-1, 1).float()
+    want[:, :, :, 2:6, 4:8] = F.one_hot(mask[PERM], 3).movedim(-1, 1).float()[:, :, :, 2:6, 4:8]
+    assert torch.equal(mixed, want)
+    loss = Segmentation(3).loss(torch.randn(4, 3, 2, 8, 8), mask, _plan(0.75, box))
+    assert torch.isfinite(loss)
+
+
+def test_dense_regression_cutmix_swaps_the_box():
+    t = torch.randn(4, 1, 8, 8)
+    box = torch.tensor([[0.0, 0.5], [0.0, 0.5]])
+    mixed = Regression().mix_targets(t, _plan(0.75, box))
+    want = t.clone()
+    want[:, :, :4, :4] = t[PERM][:, :, :4, :4]
+    assert torch.equal(mixed, want)

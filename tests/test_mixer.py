@@ -312,3 +312,55 @@ def test_a_point_called_twice_is_rejected():
 
     with pytest.raises(ValueError, match="called 2 times"):
         ManifoldMixup(Shared(), points=["block"])
+
+
+class _Masked(nn.Module):
+    """A forward with a flag and an optional tensor argument, like timm ViT's attn_mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x, scale: float = 1.0, mask=None):
+        h = self.block(x) * scale
+        if mask is not None:
+            h = h * mask
+        return self.head(h)
+
+
+def test_forward_arguments_other_than_the_input_are_honoured_on_mixed_steps():
+    net = _Masked().train()
+    mixer = ManifoldMixup(net, points=["block"], seed=0)
+    x, mask = torch.randn(3, 4), torch.rand(3, 4)
+    perm = torch.tensor([2, 0, 1])
+    plan = MixPlan("block", LAM, perm)
+    for kwargs in ({}, {"scale": 3.0}, {"mask": mask}, {"scale": 0.5, "mask": mask}):
+        with mixer.apply(plan):
+            got = net(x, **kwargs)
+        h = mixf(net.block(x) * kwargs.get("scale", 1.0), LAM, perm)
+        want = net.head(h * kwargs["mask"] if "mask" in kwargs else h)
+        assert _max_diff(got, want) < 1e-6, kwargs
+    with mixer.apply(plan):  # positional arguments too
+        assert _max_diff(net(x, 2.0), net.head(mixf(net.block(x) * 2.0, LAM, perm))) < 1e-6
+
+
+def test_a_module_replaced_after_the_mixer_was_made_is_used():
+    m = _resnet()
+    mixer = ManifoldMixup(m, seed=0)
+    m.reset_classifier(7)  # timm swaps the head module
+    with mixer.apply(MixPlan("layer1", LAM, torch.tensor([1, 0]))):
+        out = m(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 7)
+
+
+def test_closed_mixer_never_returns_a_plan_and_input_batch_dim_is_respected():
+    net = _resnet()
+    mixer = ManifoldMixup(net, seed=0)
+    mixer.close()
+    out, plan = mixer(torch.randn(2, 3, 32, 32))
+    assert plan is None
+    seq = nn.GRU(4, 4).train()  # (T, B, D) input: the batch is dim 1
+    mixer = ManifoldMixup(seq, points=["input"], batch_dims={"input": 1}, seed=0)
+    out, plan = mixer(torch.randn(7, 3, 4))
+    assert plan.batch_size == 3

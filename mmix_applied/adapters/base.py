@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..functional import box_mask, lam_view
 from ..plan import MixPlan
 
-__all__ = ["TaskAdapter", "check_batch", "check_tensor", "mix_dense", "mix_batch"]
+__all__ = ["TaskAdapter", "box_for", "check_batch", "check_tensor", "mix_dense", "mix_batch"]
 
 
 def check_tensor(value: Any, name: str, adapter: str) -> Tensor:
@@ -50,13 +50,18 @@ def mix_dense(value: Tensor, plan: MixPlan) -> Tensor:
     if plan.box is None:
         return mix_batch(value, plan)
     perm = plan.perm.to(value.device)
-    spatial = value.dim() - 2
-    box = plan.box
-    if box.shape[0] != spatial:
-        # The box was drawn for the point's spatial rank; use its last dims (2D box for a 2D mask).
-        box = box[-spatial:] if box.shape[0] > spatial else torch.cat([box.new_tensor([[0.0, 1.0]] * (spatial - box.shape[0])), box])
-    mask = box_mask(box, value.shape[2:], device=value.device)
+    mask = box_mask(box_for(plan.box, value.dim() - 2), value.shape[2:], device=value.device)
     return torch.where(mask, value[perm], value)
+
+
+def box_for(box: Tensor, spatial: int) -> Tensor:
+    """The plan's box for a target with ``spatial`` dims: its last dims, or padded with whole-extent
+    ``[0, 1]`` rows in front (a 2D box on a 3D mask swaps the box through every slice)."""
+    if box.shape[0] == spatial:
+        return box
+    if box.shape[0] > spatial:
+        return box[-spatial:]
+    return torch.cat([box.new_tensor([[0.0, 1.0]] * (spatial - box.shape[0])), box])
 
 
 class TaskAdapter(nn.Module):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, mix_batch
+from .base import TaskAdapter, check_batch, check_tensor, mix_batch, mix_dense
 
 __all__ = ["Regression", "LOSSES"]
 
@@ -43,7 +43,9 @@ class Regression(TaskAdapter):
             raise TypeError(f"Regression: loss must be a name or a callable; received {type(loss).__name__}.")
 
     def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
-        """``lam * y + (1 - lam) * y[perm]``."""
+        """``lam * y + (1 - lam) * y[perm]``; in cutmix, a dense ``(B, C, *S)`` target swaps the box."""
+        if plan.box is not None and target.dim() >= 3:
+            return mix_dense(target.float(), plan)
         return mix_batch(target.float(), plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..functional import box_mask
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, mix_dense
+from .base import TaskAdapter, box_for, check_batch, check_tensor, mix_dense
 
 __all__ = ["Segmentation", "SEG_MODES"]
 
@@ -126,7 +126,7 @@ class Segmentation(TaskAdapter):
         if plan.box is None:
             valid = valid & valid[perm]
         else:
-            box = plan.box[-(soft.dim() - 2):]
+            box = box_for(plan.box, soft.dim() - 2)
             valid = torch.where(box_mask(box, soft.shape[2:], device=soft.device), valid[perm], valid)
         return mixed, valid
 
