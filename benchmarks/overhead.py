@@ -5,7 +5,8 @@
 Each repetition times one plain step and one mixed step (forward, loss, backward, optimizer step)
 back to back, in alternating order, so drifts in machine load hit both alike. The mixed step
 draws a fresh plan each time (a random point, as in training). Reported: median seconds of each
-and their ratio (mixed / plain). A mixed step does a little more arithmetic by design (the mix
+their ratio (mixed / plain), and the median of the per-repetition ratios (paired: each mixed step
+against the plain step beside it, which cancels slow drifts in machine speed). A mixed step does a little more arithmetic by design (the mix
 itself, and the soft-target loss), so the ratio measures that plus any routing overhead.
 """
 
@@ -68,7 +69,8 @@ def measure(model, adapter, x, y, *, reps: int, device: str) -> tuple[float, flo
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     mixer.close()
-    return statistics.median(times["plain"]), statistics.median(times["mixed"]), mixer.points
+    paired = statistics.median(m / p for m, p in zip(times["mixed"], times["plain"]))
+    return statistics.median(times["plain"]), statistics.median(times["mixed"]), paired
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, reps {args.reps}")
-    print(f"{'case':34s} {'plain s':>9s} {'mixed s':>9s} {'ratio':>7s}")
+    print(f"{'case':34s} {'plain s':>9s} {'mixed s':>9s} {'ratio':>7s} {'paired':>7s}")
     for name, model, adapter, x, y in _cases(args.device):
-        plain, mixed, _points = measure(model, adapter, x, y, reps=args.reps, device=args.device)
-        print(f"{name:34s} {plain:9.4f} {mixed:9.4f} {mixed / plain:7.3f}")
+        plain, mixed, paired = measure(model, adapter, x, y, reps=args.reps, device=args.device)
+        print(f"{name:34s} {plain:9.4f} {mixed:9.4f} {mixed / plain:7.3f} {paired:7.3f}")
     return 0
 
 
