@@ -367,6 +367,8 @@ def _check_ranges(cfg: Config) -> None:
         ("mix.alpha", cfg.mix.alpha > 0, "must be > 0 (try 2.0 for small images, 0.2 for large data)"),
         ("mix.prob", 0.0 <= cfg.mix.prob <= 1.0, "must be in [0, 1]"),
         ("mix.off_last_epochs", cfg.mix.off_last_epochs >= 0, "must be >= 0"),
+        ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
+         "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0, "must be >= 1"),
         ("train.accumulate_grad_batches", cfg.train.accumulate_grad_batches >= 1, "must be >= 1"),
