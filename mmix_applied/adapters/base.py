@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..functional import box_mask, lam_view
+from ..functional import mix
 from ..plan import MixPlan
 
 __all__ = ["TaskAdapter", "box_for", "check_batch", "check_tensor", "mix_dense", "mix_batch"]
@@ -36,22 +36,23 @@ def check_batch(output: Tensor, target: Tensor, adapter: str, *, target_dim: int
 
 def mix_batch(value: Tensor, plan: MixPlan) -> Tensor:
     """``lam * value + (1 - lam) * value[perm]`` along dim 0, ignoring the box (per-sample targets)."""
+    _check_plan(value, plan)
+    return mix(value, plan.lam, plan.perm)
+
+
+def mix_dense(value: Tensor, plan: MixPlan) -> Tensor:
+    """Mix a dense (B, C, *spatial) target: interpolate, or in cutmix swap the plan's box resized to it."""
+    _check_plan(value, plan)
+    box = None if plan.box is None else box_for(plan.box, value.dim() - 2)
+    return mix(value, plan.lam, plan.perm, box=box)
+
+
+def _check_plan(value: Tensor, plan: MixPlan) -> None:
     if value.shape[0] != plan.batch_size:
         raise ValueError(
             f"the plan was drawn for batch size {plan.batch_size} but the target has batch size "
             f"{value.shape[0]}; pass the plan returned with this batch's output."
         )
-    perm = plan.perm.to(value.device)
-    return torch.lerp(value[perm], value, lam_view(plan.lam, value))
-
-
-def mix_dense(value: Tensor, plan: MixPlan) -> Tensor:
-    """Mix a dense (B, C, *spatial) target: interpolate, or in cutmix swap the plan's box resized to it."""
-    if plan.box is None:
-        return mix_batch(value, plan)
-    perm = plan.perm.to(value.device)
-    mask = box_mask(box_for(plan.box, value.dim() - 2), value.shape[2:], device=value.device)
-    return torch.where(mask, value[perm], value)
 
 
 def box_for(box: Tensor, spatial: int) -> Tensor:
