@@ -3,6 +3,21 @@
 An adapter says how targets (or, where targets cannot be interpolated, losses) mix for one
 output type, reading the same :class:`~mmix_applied.plan.MixPlan` the model mixed with. With
 ``plan=None`` every adapter computes the ordinary, unmixed loss.
+
+Adapters
+--------
+- **Two ways to use one.** ``adapter.loss(output, target, plan)`` is the whole mixed loss.
+  ``adapter.mix_targets(target, plan)`` returns the mixed target instead, for a loop whose loss
+  stays ``criterion(output, target)`` (e.g. timm's ``SoftTargetCrossEntropy``); ``plan=None``
+  returns the unmixed target, so the loop needs no branch. Targets that cannot be interpolated
+  (CTC label sequences) raise a ``TypeError`` there: use ``adapter.loss`` (loss mixing).
+- **Compile.** ``loss`` and ``mix_targets`` trace under ``torch.compile`` with no graph break:
+  shape and dtype checks are static and always run; checks of target *values* (class ranges,
+  NaN/Inf, CTC labels) need a device sync, so they run eagerly only and are skipped while
+  ``torch.compiler.is_compiling()`` is true. Run one eager step first (or keep ``validate=True``
+  outside the compiled region) to check the data.
+- **MONAI.** ``MetaTensor`` outputs and targets are read as plain tensors (their metadata is not
+  needed for a loss), so the compiled graph never sees the subclass.
 """
 
 from __future__ import annotations
@@ -15,14 +30,35 @@ from torch import Tensor, nn
 from ..functional import mix
 from ..plan import MixPlan
 
-__all__ = ["TaskAdapter", "box_for", "check_batch", "check_tensor", "mix_dense", "mix_batch"]
+__all__ = ["TaskAdapter", "box_for", "check_batch", "check_tensor", "checking_values", "mix_dense", "mix_batch",
+           "plain"]
 
 
 def check_tensor(value: Any, name: str, adapter: str) -> Tensor:
-    """Raise a TypeError naming the adapter and argument unless ``value`` is a tensor."""
+    """Raise a TypeError naming the adapter and argument unless ``value`` is a tensor.
+
+    Returns the value as a plain tensor (see :func:`plain`).
+    """
     if not isinstance(value, Tensor):
         raise TypeError(f"{adapter}: {name} must be a torch.Tensor; received {type(value).__name__}.")
+    return plain(value)
+
+
+def plain(value: Tensor) -> Tensor:
+    """``value`` as a plain ``torch.Tensor``: a subclass such as MONAI's ``MetaTensor`` is viewed as
+    its data (``as_subclass``, no copy, autograd kept), so losses neither carry nor trace its metadata."""
+    if type(value) is not Tensor and not isinstance(value, nn.Parameter):
+        return value.as_subclass(Tensor)
     return value
+
+
+def checking_values(validate: bool) -> bool:
+    """Whether to run checks of tensor *values*: ``validate`` and not inside ``torch.compile``.
+
+    Value checks (``int(t.min())``, ``.any()``) sync the device and break a compiled graph, so
+    they run in eager calls only; shape checks are static and always run.
+    """
+    return bool(validate) and not torch.compiler.is_compiling()
 
 
 def check_batch(output: Tensor, target: Tensor, adapter: str, *, target_dim: int = 0) -> None:
@@ -80,6 +116,14 @@ class TaskAdapter(nn.Module):
 
     def loss(self, output: Any, target: Any, plan: MixPlan | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def mix_targets(self, target: Any, plan: MixPlan | None) -> Any:
+        """The target mixed as ``plan`` says (``plan=None``: the unmixed target), for a loop whose loss
+        is ``criterion(output, target)``. Adapters whose targets cannot be interpolated raise a TypeError."""
+        raise TypeError(
+            f"{type(self).__name__} mixes losses, not targets; received a call to mix_targets. "
+            "Use adapter.loss(output, target, plan) instead."
+        )
 
     def forward(self, output: Any, target: Any, plan: MixPlan | None = None) -> Tensor:
         return self.loss(output, target, plan)

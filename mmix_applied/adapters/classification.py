@@ -2,6 +2,12 @@
 
 Manifold Mixup (Verma et al., ICML 2019) trains on ``lam * onehot(y) + (1 - lam) * onehot(y[perm])``
 with a soft-target cross-entropy; label smoothing is applied to each one-hot before mixing.
+
+Adapters note: ``Classification.mix_targets(y, plan)`` returns the ``(B, C)`` smoothed, mixed soft
+target, so timm's ``SoftTargetCrossEntropy()(output, mix_targets(y, plan))`` equals
+``Classification.loss(output, y, plan)``. timm's ``LabelSmoothingCrossEntropy`` rejects soft
+targets: put the smoothing in the adapter (``label_smoothing=``) instead. Value checks run in
+eager calls only (skipped under ``torch.compile``, see :mod:`mmix_applied.adapters.base`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, mix_batch
+from .base import TaskAdapter, check_batch, check_tensor, checking_values, mix_batch
 
 __all__ = ["Classification", "MultiLabel"]
 
@@ -28,8 +34,8 @@ class Classification(TaskAdapter):
     Args:
         num_classes: number of classes ``C``.
         label_smoothing: in [0, 1); each one-hot becomes ``(1 - s) * onehot + s / C``.
-        validate: check target values on every call (one device sync); turn off on a hot GPU loop
-            once the data is trusted.
+        validate: check target values on every eager call (one device sync); turn off on a hot GPU
+            loop once the data is trusted. Under ``torch.compile`` the value checks are skipped.
 
     Shapes: output ``(B, C)`` logits; target ``(B,)`` int64 class indices in ``[0, C)`` or ``(B, C)``
     float probabilities.
@@ -53,14 +59,15 @@ class Classification(TaskAdapter):
                     f"Classification: class-index targets must be an integer tensor; received dtype "
                     f"{target.dtype} of shape {tuple(target.shape)}. Use target.long(), or pass (B, {C}) probabilities."
                 )
-            if self.validate and target.numel() and (int(target.min()) < 0 or int(target.max()) >= C):
+            if checking_values(self.validate) and target.numel() and (int(target.min()) < 0 or int(target.max()) >= C):
                 raise ValueError(
                     f"Classification: class indices must be in [0, {C}); received values from "
                     f"{int(target.min())} to {int(target.max())}. Check num_classes={C} and the labels."
                 )
-            soft = F.one_hot(target.long(), C).to(dtype)
+            # one_hot by comparison: no value check inside, so it traces without a graph break
+            soft = (target.unsqueeze(1) == torch.arange(C, device=target.device)).to(dtype)
         elif target.dim() == 2 and target.shape[1] == C and target.is_floating_point():
-            if self.validate and not bool(torch.isfinite(target).all()):
+            if checking_values(self.validate) and not bool(torch.isfinite(target).all()):
                 raise ValueError("Classification: soft targets hold NaN/Inf values; check the label pipeline.")
             soft = target.to(dtype)
         else:
@@ -72,9 +79,14 @@ class Classification(TaskAdapter):
             soft = soft * (1.0 - self.label_smoothing) + self.label_smoothing / C
         return soft
 
-    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
-        """``lam * soft(y) + (1 - lam) * soft(y[perm])``, shape ``(B, C)``."""
-        return mix_batch(self.soft_targets(target), plan)
+    def mix_targets(self, target: Tensor, plan: MixPlan | None) -> Tensor:
+        """``lam * soft(y) + (1 - lam) * soft(y[perm])``, shape ``(B, C)``, label smoothing applied.
+
+        With ``plan=None`` (an unmixed step) the smoothed soft target itself. Pair it with a
+        soft-target cross-entropy such as timm's ``SoftTargetCrossEntropy``.
+        """
+        soft = self.soft_targets(target)
+        return soft if plan is None else mix_batch(soft, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
         output = check_tensor(output, "output", "Classification")
@@ -84,13 +96,18 @@ class Classification(TaskAdapter):
                 "Check the model's num_classes."
             )
         check_batch(output, check_tensor(target, "target", "Classification"), "Classification")
-        soft = self.soft_targets(target) if plan is None else self.mix_targets(target, plan)
+        soft = self.mix_targets(target, plan)
         logp = F.log_softmax(output.float(), dim=1)
         return -(soft.to(logp.device) * logp).sum(dim=1).mean()
 
 
 class MultiLabel(TaskAdapter):
     """Multi-label classification: BCE-with-logits on interpolated 0/1 vectors.
+
+    Args:
+        num_labels: number of labels ``L``.
+        validate: check that target values are in [0, 1] on every eager call (skipped under
+            ``torch.compile``).
 
     Shapes: output ``(B, L)`` logits; target ``(B, L)`` with values in [0, 1] (any numeric dtype).
     """
@@ -107,15 +124,17 @@ class MultiLabel(TaskAdapter):
                 f"MultiLabel: target must be (B, {self.num_labels}); received shape {tuple(target.shape)}."
             )
         target = target.float()
-        if self.validate and target.numel() and (float(target.min()) < 0 or float(target.max()) > 1):
+        if checking_values(self.validate) and target.numel() and (float(target.min()) < 0 or float(target.max()) > 1):
             raise ValueError(
                 f"MultiLabel: target values must be in [0, 1]; received {float(target.min())} to {float(target.max())}."
             )
         return target
 
-    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
-        """``lam * y + (1 - lam) * y[perm]``."""
-        return mix_batch(self._targets(target), plan)
+    def mix_targets(self, target: Tensor, plan: MixPlan | None) -> Tensor:
+        """``lam * y + (1 - lam) * y[perm]`` as float (``plan=None``: ``y`` as float), for
+        ``F.binary_cross_entropy_with_logits(output, mixed)``."""
+        y = self._targets(target)
+        return y if plan is None else mix_batch(y, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
         output = check_tensor(output, "output", "MultiLabel")
@@ -124,5 +143,5 @@ class MultiLabel(TaskAdapter):
                 f"MultiLabel: output must be (B, {self.num_labels}) logits; received shape {tuple(output.shape)}."
             )
         check_batch(output, check_tensor(target, "target", "MultiLabel"), "MultiLabel")
-        y = self._targets(target) if plan is None else self.mix_targets(target, plan)
+        y = self.mix_targets(target, plan)
         return F.binary_cross_entropy_with_logits(output.float(), y.to(output.device))

@@ -1,4 +1,9 @@
-"""Regression adapter: interpolated float targets with any elementwise loss."""
+"""Regression adapter: interpolated float targets with any elementwise loss.
+
+Adapters note: ``Regression.mix_targets(y, plan)`` is ``lam * y + (1 - lam) * y[perm]`` (a dense
+``(B, C, *S)`` target swaps the plan's box in cutmix), so any ``criterion(output, mixed)`` works.
+The NaN/Inf check runs in eager calls only (skipped under ``torch.compile``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, mix_batch, mix_dense
+from .base import TaskAdapter, check_batch, check_tensor, checking_values, mix_batch, mix_dense
 
 __all__ = ["Regression", "LOSSES"]
 
@@ -27,7 +32,8 @@ class Regression(TaskAdapter):
     Args:
         loss: a name from :data:`LOSSES` or a callable ``loss(output, target) -> Tensor`` (elementwise
             mean), e.g. ``torch.nn.functional.mse_loss``.
-        validate: reject NaN/Inf targets (one device sync per call).
+        validate: reject NaN/Inf targets (one device sync per eager call; skipped under
+            ``torch.compile``).
     """
 
     def __init__(self, loss: str | Callable[[Tensor, Tensor], Tensor] = "mse", *, validate: bool = True) -> None:
@@ -42,11 +48,25 @@ class Regression(TaskAdapter):
         else:
             raise TypeError(f"Regression: loss must be a name or a callable; received {type(loss).__name__}.")
 
-    def mix_targets(self, target: Tensor, plan: MixPlan) -> Tensor:
-        """``lam * y + (1 - lam) * y[perm]``; in cutmix, a dense ``(B, C, *S)`` target swaps the box."""
+    def _target(self, target: Tensor) -> Tensor:
+        target = check_tensor(target, "target", "Regression")
+        if not target.is_floating_point():
+            raise TypeError(f"Regression: target must be a float tensor; received dtype {target.dtype}. "
+                            "Convert it with target.float().")
+        if checking_values(self.validate) and not bool(torch.isfinite(target).all()):
+            bad = int((~torch.isfinite(target)).sum())
+            raise ValueError(f"Regression: target holds {bad} NaN/Inf values; clean or mask them before the loss.")
+        return target.float()
+
+    def mix_targets(self, target: Tensor, plan: MixPlan | None) -> Tensor:
+        """``lam * y + (1 - lam) * y[perm]`` as float32; in cutmix, a dense ``(B, C, *S)`` target swaps
+        the box. With ``plan=None`` the target itself (as float32)."""
+        target = self._target(target)
+        if plan is None:
+            return target
         if plan.box is not None and target.dim() >= 3:
-            return mix_dense(target.float(), plan)
-        return mix_batch(target.float(), plan)
+            return mix_dense(target, plan)
+        return mix_batch(target, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
         output = check_tensor(output, "output", "Regression")
@@ -57,10 +77,5 @@ class Regression(TaskAdapter):
                 f"Regression: target shape {tuple(target.shape)} must equal output shape {tuple(output.shape)}; "
                 "reshape the target (e.g. target.view(-1, 1) for one output)."
             )
-        if not target.is_floating_point():
-            raise TypeError(f"Regression: target must be a float tensor; received dtype {target.dtype}.")
-        if self.validate and not bool(torch.isfinite(target).all()):
-            bad = int((~torch.isfinite(target)).sum())
-            raise ValueError(f"Regression: target holds {bad} NaN/Inf values; clean or mask them before the loss.")
-        y = target if plan is None else self.mix_targets(target, plan)
-        return self.loss_fn(output.float(), y.float().to(output.device))
+        y = self.mix_targets(target, plan)
+        return self.loss_fn(output.float(), y.to(output.device))
