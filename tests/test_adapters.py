@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 
 from mmix_applied import MixPlan
 from mmix_applied.adapters import CTC, Classification, MultiLabel, Regression, Segmentation
@@ -49,11 +48,17 @@ def test_multilabel_and_regression_interpolate_targets():
 
 
 def _soft_dice_by_hand(probs, target, smooth=1e-5):
-    """1 - (2 * sum(p t) + s) / (sum p + sum t + s) per class over the batch, averaged over classes."""
+    """1 - (2 * sum(min(p, t)) + s) / (sum p + sum t + s) per class over the batch, averaged over classes.
+
+    The fuzzy-set intersection min(p, t) is sum(p t) on 0/1 targets and the soft-label Dice on soft ones."""
     dims = [0] + list(range(2, probs.dim()))
-    inter = (probs * target).sum(dims)
+    inter = torch.minimum(probs, target).sum(dims)
     denom = probs.sum(dims) + target.sum(dims)
     return (1 - (2 * inter + smooth) / (denom + smooth)).mean()
+
+
+def _onehot(mask, C):
+    return F.one_hot(mask, C).movedim(-1, 1).float()
 
 
 @pytest.mark.parametrize("spatial", [(6, 7), (3, 4, 5)])
@@ -63,28 +68,45 @@ def test_segmentation_multiclass_ce_plus_soft_dice_by_hand(spatial):
     mask = torch.randint(0, C, (4, *spatial))
     lam = 0.35
     seg = Segmentation(C)
-    soft = lam * F.one_hot(mask, C).movedim(-1, 1).float() + (1 - lam) * F.one_hot(mask[PERM], C).movedim(-1, 1).float()
+    soft = lam * _onehot(mask, C) + (1 - lam) * _onehot(mask[PERM], C)
     ce = -(soft * out.log_softmax(1)).sum(1).mean()
     want = ce + _soft_dice_by_hand(out.softmax(1), soft)
     assert seg.loss(out, mask, _plan(lam)).item() == pytest.approx(want.item(), abs=1e-5)
-    # MONAI's DiceLoss accepts the same soft target and agrees with the hand formula.
-    monai = DiceLoss(softmax=True, batch=True)(out, soft)
-    assert monai.item() == pytest.approx(_soft_dice_by_hand(out.softmax(1), soft).item(), abs=1e-5)
     # lam = 1 is the unmixed loss; the (B, 1, *S) mask layout is accepted.
     assert seg.loss(out, mask, _plan(1.0)).item() == pytest.approx(seg.loss(out, mask[:, None]).item(), abs=1e-6)
+
+
+def _loss_on_kept_pixels(out, mask, keep, target):
+    """CE + soft Dice computed only on the pixels ``keep`` selects, by dropping the others outright."""
+    C = out.shape[1]
+    logits = out.movedim(1, -1)[keep]  # (N, C): the kept pixels of the whole batch
+    t = target.movedim(1, -1)[keep]
+    ce = -(t * logits.log_softmax(-1)).sum(-1).mean()
+    p = logits.softmax(-1)
+    inter = torch.minimum(p, t).sum(0)
+    dice = (1 - (2 * inter + 1e-5) / (p.sum(0) + t.sum(0) + 1e-5)).mean()
+    assert p.shape[1] == C
+    return ce + dice
 
 
 def test_segmentation_ignore_index_pixels_count_in_neither_term():
     out = torch.randn(4, 3, 5, 5)
     mask = torch.randint(0, 3, (4, 5, 5))
     mask[:, 0, :] = 255
+    mask[1, 2:4, 1:3] = 255  # a second, sample-specific ignored region
     seg = Segmentation(3, ignore_index=255)
-    base = seg.loss(out, mask)
-    changed = out.clone()
-    changed[:, :, 0, :] = 100.0  # logits at ignored pixels must not matter
-    assert seg.loss(changed, mask).item() == pytest.approx(base.item(), abs=1e-6)
-    mixed = seg.loss(out, mask, _plan(0.5))
-    assert torch.isfinite(mixed)
+    keep = mask != 255
+    clean = torch.where(keep, mask, torch.zeros_like(mask))
+    want = _loss_on_kept_pixels(out, mask, keep, _onehot(clean, 3))
+    assert seg.loss(out, mask).item() == pytest.approx(want.item(), abs=1e-5)
+    # mixup: a pixel counts only where both partners are labelled; its target is the mix of both
+    lam = 0.3
+    both = keep & keep[PERM]
+    soft = lam * _onehot(clean, 3) + (1 - lam) * _onehot(clean[PERM], 3)
+    want = _loss_on_kept_pixels(out, mask, both, soft)
+    assert seg.loss(out, mask, _plan(lam)).item() == pytest.approx(want.item(), abs=1e-5)
+    # control: counting the ignored pixels as class 0 gives another value
+    assert abs(Segmentation(3).loss(out, clean, _plan(lam)).item() - want.item()) > 1e-3
 
 
 def test_segmentation_cutmix_swaps_the_box_in_the_mask():
@@ -129,7 +151,10 @@ def test_ctc_target_longer_than_output_is_a_clear_error_or_zero_with_warning():
     with pytest.raises(ValueError, match="cannot be aligned"):
         CTC().loss(log_probs, target)
     with pytest.warns(UserWarning, match="cannot be aligned"):
-        assert torch.isfinite(CTC(zero_infinity=True).loss(log_probs, target))
+        got = CTC(zero_infinity=True).loss(log_probs, target)
+    # sample 0 (3 labels in 2 steps) counts as 0; sample 1 is its own CTC loss over its length 1
+    one = F.ctc_loss(log_probs[:, 1:2], target[0][1:2, :1], [2], [1], reduction="sum")
+    assert got.item() == pytest.approx((0.0 + one.item()) / 2, abs=1e-5)
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -157,8 +182,10 @@ def test_segmentation_3d_mask_with_a_2d_box_swaps_through_every_slice():
     want = F.one_hot(mask, 3).movedim(-1, 1).float()
     want[:, :, :, 2:6, 4:8] = F.one_hot(mask[PERM], 3).movedim(-1, 1).float()[:, :, :, 2:6, 4:8]
     assert torch.equal(mixed, want)
-    loss = Segmentation(3).loss(torch.randn(4, 3, 2, 8, 8), mask, _plan(0.75, box))
-    assert torch.isfinite(loss)
+    out = torch.randn(4, 3, 2, 8, 8)
+    loss = Segmentation(3).loss(out, mask, _plan(0.75, box))
+    want = -(want * out.log_softmax(1)).sum(1).mean() + _soft_dice_by_hand(out.softmax(1), want)
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
 
 
 def test_dense_regression_cutmix_swaps_the_box():
