@@ -4,6 +4,13 @@ For a mixed state, ``loss = lam * CTC(out, y) + (1 - lam) * CTC(out, y[perm])`` 
 in Manifold Mixup for handwriting recognition (Moysset & Messina, ICDAR 2019). Per-sample lam
 is respected. The mixed sequence carries content of both lines, so its length is the longer of
 the two: both terms use ``max(len_i, len_perm[i])`` output steps.
+
+Adapters note: label sequences cannot be interpolated, so ``CTC.mix_targets`` raises a TypeError
+that points to ``CTC.loss(output, target, plan)``. Targets are checked in eager calls (a blank
+inside a target, a label outside the output's classes, a length over the padded width, a target
+that cannot be aligned); under ``torch.compile`` these value checks are skipped and the loss
+traces with no graph break (an unalignable sample then gives an infinite loss, or 0 with
+``zero_infinity=True``, without the warning).
 """
 
 from __future__ import annotations
@@ -15,9 +22,56 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_tensor
+from .base import TaskAdapter, check_tensor, checking_values
 
-__all__ = ["CTC"]
+__all__ = ["CTC", "ctc_per_sample"]
+
+
+@torch.library.custom_op("mmix_applied::ctc_per_sample", mutates_args=())
+def ctc_per_sample(log_probs: Tensor, targets: Tensor, out_len: Tensor, tgt_len: Tensor, blank: int,
+                   need_grad: bool) -> tuple[Tensor, Tensor]:
+    """Per-sample ``F.ctc_loss`` (``reduction="none"``) as one opaque op, and its gradient.
+
+    ``aten._ctc_loss`` with tensor lengths has a data-dependent output shape, so Dynamo breaks the
+    graph at it. Wrapped as a custom op with a fixed-shape fake, the compiled step keeps one graph;
+    the op runs torch's own CTC forward and backward (the gradient of sample ``b`` is column ``b``
+    of ``d sum(losses) / d log_probs``, so one backward gives every per-sample gradient).
+
+    Returns:
+        ``(losses (B,), grad (T, B, C))``; infinite losses (unalignable targets) stay infinite and
+        their gradient columns are 0. ``grad`` is empty when ``need_grad`` is False.
+    """
+    if not need_grad:
+        with torch.no_grad():
+            losses = F.ctc_loss(log_probs, targets, out_len, tgt_len, blank=blank, reduction="none")
+        return losses, log_probs.new_empty(0)
+    with torch.enable_grad():
+        lp = log_probs.detach().requires_grad_(True)
+        losses = F.ctc_loss(lp, targets, out_len, tgt_len, blank=blank, reduction="none")
+        finite = torch.isfinite(losses)
+        (grad,) = torch.autograd.grad(losses, lp, grad_outputs=finite.to(losses.dtype))
+    grad = torch.where(finite.view(1, -1, 1), grad, torch.zeros_like(grad))
+    return losses.detach(), grad
+
+
+@ctc_per_sample.register_fake
+def _(log_probs, targets, out_len, tgt_len, blank, need_grad):
+    grad = torch.empty_like(log_probs) if need_grad else log_probs.new_empty(0)
+    return log_probs.new_empty(log_probs.shape[1]), grad
+
+
+def _ctc_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output[1])
+
+
+def _ctc_backward(ctx, grad_losses, _grad_grad):
+    (grad,) = ctx.saved_tensors
+    if grad.numel() == 0:
+        raise RuntimeError("ctc_per_sample was called with need_grad=False; pass need_grad=True to backpropagate.")
+    return grad * grad_losses.to(grad.dtype).view(1, -1, 1), None, None, None, None, None
+
+
+ctc_per_sample.register_autograd(_ctc_backward, setup_context=_ctc_setup)
 
 
 class CTC(TaskAdapter):
@@ -29,18 +83,31 @@ class CTC(TaskAdapter):
             as ``F.ctc_loss``) or ``"sum"``.
         zero_infinity: replace infinite losses (target longer than the output allows) by 0 with a
             warning, instead of raising.
+        validate: check target values on every eager call: labels in ``[0, C)`` other than the blank
+            within each target's length, lengths within the padded width, alignable targets (skipped
+            under ``torch.compile``).
 
     Shapes: output log-probabilities ``(T, B, C)`` or a pair ``(log_probs, output_lengths (B,))``;
     target a pair ``(padded_targets (B, S), target_lengths (B,))`` of integer tensors.
     """
 
-    def __init__(self, *, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> None:
+    def __init__(self, *, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False,
+                 validate: bool = True) -> None:
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(f"CTC: reduction must be 'mean' or 'sum'; received {reduction!r}.")
         if isinstance(blank, bool) or not isinstance(blank, int) or blank < 0:
             raise ValueError(f"CTC: blank must be an int >= 0; received {blank!r}.")
         self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
+        self.validate = validate
+
+    def mix_targets(self, target, plan: MixPlan | None):
+        """Always a TypeError: CTC label sequences cannot be interpolated; the losses are mixed instead."""
+        raise TypeError(
+            "CTC: label sequences cannot be interpolated, so CTC has no mixed target; received a call to "
+            "mix_targets. Use adapter.loss(output, target, plan), which mixes the two CTC losses "
+            "(lam * CTC(out, y) + (1 - lam) * CTC(out, y[perm]))."
+        )
 
     def _unpack(self, output, target) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if isinstance(output, (tuple, list)):
@@ -67,12 +134,42 @@ class CTC(TaskAdapter):
                 f"CTC: batch mismatch: log_probs {tuple(log_probs.shape)} (T, B, C), padded_targets {tuple(targets.shape)} "
                 f"(B, S), target_lengths {tuple(tgt_lengths.shape)}, output_lengths {tuple(out_lengths.shape)}; all need B={B}."
             )
-        if targets.numel() and int(tgt_lengths.max()) > targets.shape[1]:
-            raise ValueError(f"CTC: a target length {int(tgt_lengths.max())} exceeds the padded width {targets.shape[1]}.")
+        if checking_values(self.validate):
+            self._check_values(targets, tgt_lengths, C)
         return log_probs, out_lengths.long(), targets.long(), tgt_lengths.long()
 
+    def _check_values(self, targets: Tensor, lengths: Tensor, num_classes: int) -> None:
+        """Eager checks of lengths and labels; each error names the first bad sample and its value."""
+        S = targets.shape[1]
+        bad_len = (lengths < 0) | (lengths > S)
+        if bool(bad_len.any()):
+            i = int(bad_len.nonzero()[0, 0])
+            raise ValueError(f"CTC: target length of sample {i} is {int(lengths[i])}; lengths must be in [0, {S}] "
+                             f"(the padded width). Check the collate function.")
+        inside = torch.arange(S, device=targets.device).unsqueeze(0) < lengths.unsqueeze(1)
+        labels = f"[0, {num_classes}) except the blank {self.blank}"
+        out_of_range = inside & ((targets < 0) | (targets >= num_classes))
+        if bool(out_of_range.any()):
+            i, j = (int(v) for v in out_of_range.nonzero()[0])
+            raise ValueError(f"CTC: target of sample {i} holds label {int(targets[i, j])} at position {j}, outside the "
+                             f"output's {num_classes} classes; labels must be in {labels}. Check the charset size "
+                             "and the model's number of classes.")
+        blank = inside & (targets == self.blank)
+        if bool(blank.any()):
+            i, j = (int(v) for v in blank.nonzero()[0])
+            raise ValueError(f"CTC: target of sample {i} holds the blank {self.blank} at position {j} (within its length "
+                             f"{int(lengths[i])}); labels must be in {labels}. Encode characters from "
+                             f"{1 if self.blank == 0 else 0}, or set CTC(blank=...) to the model's blank index.")
+
     def _per_sample(self, log_probs: Tensor, out_len: Tensor, targets: Tensor, tgt_len: Tensor) -> Tensor:
-        losses = F.ctc_loss(log_probs.float(), targets, out_len, tgt_len, blank=self.blank,
+        log_probs = log_probs.float()
+        if torch.compiler.is_compiling():  # one opaque op, no graph break; no sync, so no check or warning
+            need_grad = log_probs.requires_grad and torch.is_grad_enabled()
+            losses, _ = ctc_per_sample(log_probs, targets, out_len, tgt_len, self.blank, need_grad)
+            if self.zero_infinity:
+                losses = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses))
+            return self._reduce(losses, tgt_len)
+        losses = F.ctc_loss(log_probs, targets, out_len, tgt_len, blank=self.blank,
                             reduction="none", zero_infinity=False)
         bad = ~torch.isfinite(losses)
         if bool(bad.any()):
@@ -84,6 +181,9 @@ class CTC(TaskAdapter):
                 raise ValueError(message)
             warnings.warn(message, stacklevel=3)
             losses = torch.where(bad, torch.zeros_like(losses), losses)
+        return self._reduce(losses, tgt_len)
+
+    def _reduce(self, losses: Tensor, tgt_len: Tensor) -> Tensor:
         if self.reduction == "mean":
             losses = losses / tgt_len.clamp_min(1).to(losses.dtype)
         return losses
