@@ -32,26 +32,22 @@ def ctc_per_sample(log_probs: Tensor, targets: Tensor, out_len: Tensor, tgt_len:
                    need_grad: bool) -> tuple[Tensor, Tensor]:
     """Per-sample ``F.ctc_loss`` (``reduction="none"``) as one opaque op, and its gradient.
 
-    ``aten._ctc_loss`` with tensor lengths has a data-dependent output shape, so Dynamo breaks the
-    graph at it. Wrapped as a custom op with a fixed-shape fake, the compiled step keeps one graph;
-    the op runs torch's own CTC forward and backward (the gradient of sample ``b`` is column ``b``
-    of ``d sum(losses) / d log_probs``, so one backward gives every per-sample gradient).
+    ``aten._ctc_loss`` with tensor lengths has a data-dependent output shape (its ``log_alpha``),
+    so Dynamo breaks the graph at it. Wrapped as a custom op with a fixed-shape fake, the compiled
+    step keeps one graph; the op runs torch's own CTC forward and backward kernels
+    (``aten._ctc_loss`` and ``aten._ctc_loss_backward`` with unit weights, which give every
+    sample's gradient in its own batch column).
 
     Returns:
         ``(losses (B,), grad (T, B, C))``; infinite losses (unalignable targets) stay infinite and
         their gradient columns are 0. ``grad`` is empty when ``need_grad`` is False.
     """
+    nll, log_alpha = torch.ops.aten._ctc_loss.Tensor(log_probs, targets, out_len, tgt_len, blank, False)
     if not need_grad:
-        with torch.no_grad():
-            losses = F.ctc_loss(log_probs, targets, out_len, tgt_len, blank=blank, reduction="none")
-        return losses, log_probs.new_empty(0)
-    with torch.enable_grad():
-        lp = log_probs.detach().requires_grad_(True)
-        losses = F.ctc_loss(lp, targets, out_len, tgt_len, blank=blank, reduction="none")
-        finite = torch.isfinite(losses)
-        (grad,) = torch.autograd.grad(losses, lp, grad_outputs=finite.to(losses.dtype))
-    grad = torch.where(finite.view(1, -1, 1), grad, torch.zeros_like(grad))
-    return losses.detach(), grad
+        return nll, log_probs.new_empty(0)
+    grad = torch.ops.aten._ctc_loss_backward.Tensor(torch.ones_like(nll), log_probs, targets, out_len, tgt_len,
+                                                   nll, log_alpha, blank, True)
+    return nll, grad
 
 
 @ctc_per_sample.register_fake
