@@ -138,19 +138,21 @@ class CTC(TaskAdapter):
         """Eager checks of lengths and labels; each error names the first bad sample and its value."""
         S = targets.shape[1]
         bad_len = (lengths < 0) | (lengths > S)
+        inside = torch.arange(S, device=targets.device).unsqueeze(0) < lengths.to(targets.device).unsqueeze(1)
+        out_of_range = inside & ((targets < 0) | (targets >= num_classes))
+        blank = inside & (targets == self.blank)
+        if not bool(bad_len.any() | out_of_range.any() | blank.any()):  # one device sync when all is well
+            return
         if bool(bad_len.any()):
             i = int(bad_len.nonzero()[0, 0])
             raise ValueError(f"CTC: target length of sample {i} is {int(lengths[i])}; lengths must be in [0, {S}] "
                              f"(the padded width). Check the collate function.")
-        inside = torch.arange(S, device=targets.device).unsqueeze(0) < lengths.unsqueeze(1)
         labels = f"[0, {num_classes}) except the blank {self.blank}"
-        out_of_range = inside & ((targets < 0) | (targets >= num_classes))
         if bool(out_of_range.any()):
             i, j = (int(v) for v in out_of_range.nonzero()[0])
             raise ValueError(f"CTC: target of sample {i} holds label {int(targets[i, j])} at position {j}, outside the "
                              f"output's {num_classes} classes; labels must be in {labels}. Check the charset size "
                              "and the model's number of classes.")
-        blank = inside & (targets == self.blank)
         if bool(blank.any()):
             i, j = (int(v) for v in blank.nonzero()[0])
             raise ValueError(f"CTC: target of sample {i} holds the blank {self.blank} at position {j} (within its length "
