@@ -45,10 +45,11 @@ def check_tensor(value: Any, name: str, adapter: str) -> Tensor:
 
 
 def plain(value: Tensor) -> Tensor:
-    """``value`` as a plain ``torch.Tensor``: a subclass such as MONAI's ``MetaTensor`` is viewed as
-    its data (``as_subclass``, no copy, autograd kept), so losses neither carry nor trace its metadata."""
-    if type(value) is not Tensor and not isinstance(value, nn.Parameter):
-        return value.as_subclass(Tensor)
+    """``value`` as a plain ``torch.Tensor`` when it is MONAI's ``MetaTensor`` (or any tensor subclass with
+    an ``as_tensor()`` view): no copy, autograd kept, so losses neither carry nor trace its metadata.
+    Other tensors (parameters, fake or functorch tensors) pass through untouched."""
+    if type(value) is not Tensor and callable(getattr(value, "as_tensor", None)):
+        return value.as_tensor()
     return value
 
 

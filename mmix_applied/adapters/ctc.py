@@ -16,6 +16,7 @@ traces with no graph break (an unalignable sample then gives an infinite loss, o
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,16 +52,17 @@ def ctc_per_sample(log_probs: Tensor, targets: Tensor, out_len: Tensor, tgt_len:
 
 
 @ctc_per_sample.register_fake
-def _(log_probs, targets, out_len, tgt_len, blank, need_grad):
+def _(log_probs: Tensor, targets: Tensor, out_len: Tensor, tgt_len: Tensor, blank: int,
+      need_grad: bool) -> tuple[Tensor, Tensor]:
     grad = torch.empty_like(log_probs) if need_grad else log_probs.new_empty(0)
     return log_probs.new_empty(log_probs.shape[1]), grad
 
 
-def _ctc_setup(ctx, inputs, output) -> None:
+def _ctc_setup(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
     ctx.save_for_backward(output[1])
 
 
-def _ctc_backward(ctx, grad_losses, _grad_grad):
+def _ctc_backward(ctx: Any, grad_losses: Tensor, _grad_grad: Tensor) -> tuple[Tensor | None, ...]:
     (grad,) = ctx.saved_tensors
     if grad.numel() == 0:
         raise RuntimeError("ctc_per_sample was called with need_grad=False; pass need_grad=True to backpropagate.")
@@ -97,7 +99,7 @@ class CTC(TaskAdapter):
         self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
         self.validate = validate
 
-    def mix_targets(self, target, plan: MixPlan | None):
+    def mix_targets(self, target: Any, plan: MixPlan | None) -> Tensor:
         """Always a TypeError: CTC label sequences cannot be interpolated; the losses are mixed instead."""
         raise TypeError(
             "CTC: label sequences cannot be interpolated, so CTC has no mixed target; received a call to "
