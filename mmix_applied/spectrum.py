@@ -47,11 +47,24 @@ class ClassSpectra:
     variance: float = 0.9
     skipped: list[int] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no singular values)."""
-        return {"mean_directions": self.mean_directions, "variance": self.variance,
-                "directions": {str(k): v for k, v in self.directions.items()},
-                "counts": {str(k): v for k, v in self.counts.items()}, "skipped": list(self.skipped)}
+    def as_dict(self, *, values: bool = False) -> dict[str, Any]:
+        """JSON-ready form; the singular values only with ``values=True``."""
+        out = {"mean_directions": self.mean_directions, "variance": self.variance,
+               "directions": {str(k): v for k, v in self.directions.items()},
+               "counts": {str(k): v for k, v in self.counts.items()}, "skipped": list(self.skipped)}
+        if values:
+            out["singular_values"] = {str(k): v.tolist() for k, v in self.singular_values.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassSpectra:
+        """Rebuild from :meth:`as_dict` output written with ``values=True``."""
+        if "singular_values" not in data:
+            raise KeyError("ClassSpectra.from_dict needs 'singular_values' (write it with as_dict(values=True))")
+        return cls({int(k): torch.tensor(v, dtype=torch.float64) for k, v in data["singular_values"].items()},
+                   {int(k): int(v) for k, v in data["directions"].items()},
+                   {int(k): int(v) for k, v in data["counts"].items()}, float(data["mean_directions"]),
+                   float(data["variance"]), [int(c) for c in data.get("skipped", [])])
 
 
 def directions_for(singular_values: Tensor, variance: float = 0.9) -> int:
