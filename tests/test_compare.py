@@ -166,6 +166,8 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
     # resume: nothing is fitted, tested or predicted again; the rows come back the same
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
 
+    real_fit, real_test = compare_module.fit, compare_module.test
+
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
@@ -177,3 +179,16 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
     again = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert again == rows and all("done, skipped" in line for line in progress[:4])
     assert mtimes == {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
+    # a run whose test never finished (killed after fit) continues from its last.ckpt, not from scratch
+    (tmp_path / "runs" / "none-seed1" / "test_metrics.json").unlink()
+    resumed = []
+
+    def record(config, *, resume=None):
+        resumed.append(resume)
+        return real_fit(config, resume=resume)
+
+    monkeypatch.setattr(compare_module, "fit", record)
+    monkeypatch.setattr(compare_module, "test", real_test)
+    compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
+            command="again", spectrum_point="layer2", log=progress.append)
+    assert resumed == [tmp_path / "runs" / "none-seed1"]
