@@ -155,7 +155,8 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
         assert (run / "config.yaml").is_file() and (run / "predictions.csv").is_file()
     # the variant changed only mix.variant; the seed only seed
     from mmix_applied.config import config_to_dict, load_config
-    a, b = (config_to_dict(load_config(tmp_path / "runs" / n / "config.yaml")) for n in ("none-seed0", "manifold-seed0"))
+    a, b = (config_to_dict(load_config(tmp_path / "runs" / n / "config.yaml"))
+            for n in ("none-seed0", "manifold-seed0"))
     diff = {k for k in a if a[k] != b[k]}
     assert diff <= {"mix", "run"} and {k for k in a["mix"] if a["mix"][k] != b["mix"][k]} == {"variant"}
     assert progress[0].startswith("[1/4] none seed 0 ") and "ETA" in progress[1] and progress[2].startswith("[3/4]")
