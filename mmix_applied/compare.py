@@ -1,0 +1,248 @@
+"""``compare``: train every mixing variant with the same seeds and data, test each, write one report.
+
+The question a user asks of Manifold Mixup (Verma et al., ICML 2019) is whether it pays on *their*
+data. :func:`compare` answers it: for each seed and each variant (``none``, ``input``,
+``manifold``) it trains the same config with only ``mix.variant`` changed (same seed, so the same
+data subset, initialisation and data order), tests the last checkpoint, and writes into
+``out_dir``::
+
+    runs/<variant>-seed<k>/   each run's directory (config, checkpoints, logs, test_metrics.json)
+    results.jsonl             one row per run (see mmix_applied.compare_report)
+    report.md                 tables, verdicts, paired differences, plots
+    *.png                     validation curves, reliability diagrams, metric bars, spectra
+
+It resumes: a run whose directory holds ``test_metrics.json`` is not trained or tested again; a
+run killed mid-training continues from its ``last.ckpt``. The statistics and plots are the pure
+functions of :mod:`mmix_applied.compare_report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmix_applied.compare_report import (
+    plot_metric_bars,
+    plot_reliability,
+    plot_validation_curves,
+    render_report,
+)
+from mmix_applied.config import load_config
+from mmix_applied.engine import MixupModule, fit, load_checkpoint, predict, test
+from mmix_applied.engine.io import atomic_write_text
+from mmix_applied.metrics import ExpectedCalibrationError
+from mmix_applied.spectrum import ClassSpectra, class_spectra, collect_states, plot_spectra
+from mmix_applied.tasks.base import get_recipe
+
+__all__ = ["VARIANTS", "compare", "read_predictions", "reliability_bins", "run_name"]
+
+VARIANTS = ("none", "input", "manifold")
+_OWNED = ("mix.variant", "seed", "run.dir", "run.name")
+
+
+def run_name(variant: str, seed: int) -> str:
+    """The run directory name of one variant and seed inside ``out_dir/runs``."""
+    return f"{variant}-seed{seed}"
+
+
+def _check(variants: Sequence[str], seeds: Sequence[int], overrides: Sequence[str]) -> None:
+    if not variants:
+        raise ValueError(f"variants is empty; pass some of {', '.join(VARIANTS)}")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or len(set(variants)) != len(variants):
+        raise ValueError(f"variants must be distinct names from {', '.join(VARIANTS)}; received {list(variants)}")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                             for s in seeds):
+        raise ValueError(f"seeds must be distinct integers, at least one; received {list(seeds)}")
+    for item in overrides:
+        key = str(item).split("=", 1)[0].strip()
+        if key in _OWNED:
+            raise ValueError(f"override {item!r} sets {key}, which compare sets per run; received it in overrides. "
+                             "Use --variants / --seeds / --out instead")
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probs (N, C), target (N,))`` from a classification ``predictions.csv`` (rows without a target dropped)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        columns = [i for i, h in enumerate(header) if h.startswith("p_")]
+        classes = [header[i][2:] for i in columns]
+        target_at = header.index("target")
+        probs, target = [], []
+        for row in reader:
+            if row and row[target_at] in classes:
+                probs.append([float(row[i]) for i in columns])
+                target.append(classes.index(row[target_at]))
+    return torch.tensor(probs, dtype=torch.float64).reshape(-1, len(classes)), torch.tensor(target, dtype=torch.long)
+
+
+def reliability_bins(probs: torch.Tensor, target: torch.Tensor, *, temperature: float | None = None,
+                     n_bins: int = 15) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"raw": bins, "scaled": bins}`` of probabilities; ``scaled`` applies ``temperature`` to their logs.
+
+    ``softmax(log p / T)`` is exactly the calibrated distribution of ``softmax(z / T)`` for logits
+    ``z`` with ``p = softmax(z)`` (the log-sum-exp shift cancels), up to the 6 decimals of the CSV.
+    """
+    out = {}
+    for kind, t in (("raw", None), ("scaled", temperature)):
+        if kind == "scaled" and t is None:
+            continue
+        p = probs if t is None else torch.softmax(probs.clamp_min(1e-12).log() / t, dim=1)
+        metric = ExpectedCalibrationError(n_bins=n_bins, from_logits=False)
+        metric.update(p, target)
+        out[kind] = metric.bins()
+    return out
+
+
+def _spectrum(config: Any, checkpoint: Path, point: str) -> dict[str, Any]:
+    recipe = get_recipe(config.recipe)(config)
+    module = MixupModule(config, recipe)
+    module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+    try:
+        states, labels = collect_states(module.model, recipe.build_datamodule().test_dataloader(), point,
+                                        split_batch=recipe.split_batch, max_samples=2000)
+    finally:
+        if module.mixer is not None:
+            module.mixer.close()
+    return class_spectra(states, labels).as_dict(values=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["run_dir"]] = row
+    return rows
+
+
+def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANTS, seeds: Sequence[int] = (0, 1, 2),
+            overrides: Iterable[str] = (), out_dir: str | os.PathLike = "runs/compare", command: str | None = None,
+            predictions: bool = True, spectrum_point: str | None = None,
+            log: Callable[[str], Any] = print) -> Path:
+    """Train and test ``variants x seeds`` of one config; write ``results.jsonl``, ``report.md`` and plots.
+
+    Args:
+        config_path: The recipe's YAML config.
+        variants: Values of ``mix.variant`` to compare; the first ``none`` present is the paired baseline.
+        seeds: Top-level ``seed`` values; every variant runs with each.
+        overrides: Dotted overrides applied to every run (not ``mix.variant``, ``seed``, ``run.*``).
+        out_dir: Where runs, rows, report and plots go.
+        command: The command line printed at the top of the report (default: this process's).
+        predictions: For classification, also predict the test split to draw reliability diagrams.
+        spectrum_point: For classification, a module name whose class-conditional spectrum to report.
+        log: Progress sink (one line per run: ``[3/9] manifold seed 0 ... (elapsed, ETA)``).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    variants, seeds, overrides = tuple(variants), tuple(seeds), tuple(str(o) for o in overrides)
+    _check(variants, seeds, overrides)
+    out = Path(out_dir)
+    runs_root = out / "runs"
+    command = command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    previous = _read_rows(out / "results.jsonl")
+    jobs = [(variant, seed) for seed in seeds for variant in variants]
+    rows: list[dict[str, Any]] = []
+    start, trained_time, trained = time.monotonic(), 0.0, 0
+    for i, (variant, seed) in enumerate(jobs, 1):
+        name = run_name(variant, seed)
+        config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}",
+                                           f"run.dir={runs_root}", f"run.name={name}"])
+        run_dir = runs_root / name
+        done = (run_dir / "test_metrics.json").is_file()
+        remaining = sum(1 for v, s in jobs[i:] if not (runs_root / run_name(v, s) / "test_metrics.json").is_file())
+        eta = f"ETA {_clock(trained_time / trained * (remaining + (not done)))}" if trained else "ETA –"
+        log(f"[{i}/{len(jobs)}] {variant} seed {seed} {'done, skipped' if done else '…'} "
+            f"(elapsed {_clock(time.monotonic() - start)}, {eta})")
+        t0 = time.monotonic()
+        if done:
+            metrics = json.loads((run_dir / "test_metrics.json").read_text())
+            wall = previous.get(str(run_dir), {}).get("wall_s")
+        else:
+            resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
+            fit(config, resume=resume)
+            config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}",
+                                               f"run.dir={runs_root}", f"run.name={name}"])
+            metrics = test(config, checkpoint=run_dir)
+        extra: dict[str, Any] = dict(previous.get(str(run_dir), {}).get("extra") or {}) if done else {}
+        if config.recipe == "classification":
+            pred_path = run_dir / "predictions.csv"
+            if predictions and not pred_path.is_file():
+                predict(config, checkpoint=run_dir, output=pred_path)
+            spectrum_path = run_dir / f"spectrum_{spectrum_point}.json"
+            if spectrum_point and not spectrum_path.is_file():
+                found = _spectrum(config, run_dir / "checkpoints" / "last.ckpt", spectrum_point)
+                atomic_write_text(spectrum_path, json.dumps({"point": spectrum_point, **found}))
+            if spectrum_point:
+                extra["spectrum_file"] = str(spectrum_path)
+                extra["spectrum/mean_directions"] = json.loads(spectrum_path.read_text())["mean_directions"]
+        if not done:
+            wall = time.monotonic() - t0
+            trained_time, trained = trained_time + wall, trained + 1
+        rows.append({"recipe": config.recipe, "variant": variant, "seed": seed, "run_dir": str(run_dir),
+                     "metrics": metrics, "temperature": metrics.get("temperature"), "wall_s": wall, "extra": extra})
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    plots = _plots(rows, out)
+    report = out / "report.md"
+    atomic_write_text(report, render_report(rows, command=command, baseline="none" if "none" in variants
+                                            else variants[0], plots=plots))
+    log(f"compare: {len(jobs)} runs in {_clock(time.monotonic() - start)}; report {report}")
+    return report
+
+
+def _plots(rows: list[dict[str, Any]], out: Path) -> dict[str, list[str]]:
+    """Draw every plot the rows allow; returns ``{recipe: [file names]}`` for the report."""
+    drawn: dict[str, list[str]] = {}
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        names = drawn.setdefault(recipe, [])
+        if plot_validation_curves(mine, out / f"{recipe}_val_curves.png", title=f"{recipe}: validation") is not None:
+            names.append(f"{recipe}_val_curves.png")
+        keys = sorted({k for r in mine for k in r["metrics"]})
+        if recipe == "segmentation":
+            bars = [k for k in keys if k.startswith("test/dice_")]
+            if bars and plot_metric_bars(mine, bars, out / "segmentation_dice.png", title="Dice per class"):
+                names.append("segmentation_dice.png")
+        if recipe == "handwriting":
+            bars = [k for k in ("test/cer", "test/wer") if k in keys]
+            if bars and plot_metric_bars(mine, bars, out / "handwriting_cer.png", title="CER / WER"):
+                names.append("handwriting_cer.png")
+        if recipe == "classification":
+            by_variant: dict[str, dict[str, Any]] = {}
+            for r in mine:  # the first seed of each variant that has predictions
+                path = Path(r["run_dir"]) / "predictions.csv"
+                if r["variant"] not in by_variant and path.is_file():
+                    probs, target = read_predictions(path)
+                    if len(target):
+                        by_variant[r["variant"]] = reliability_bins(probs, target, temperature=r.get("temperature"))
+            if by_variant:
+                plot_reliability(by_variant, out / "classification_reliability.png",
+                                 title=f"seed {min(r['seed'] for r in mine)}")
+                names.append("classification_reliability.png")
+            spectra = {}
+            for r in mine:  # the first seed of each variant
+                path = (r.get("extra") or {}).get("spectrum_file")
+                if path and r["variant"] not in spectra and Path(path).is_file():
+                    spectra[r["variant"]] = ClassSpectra.from_dict(json.loads(Path(path).read_text()))
+            if spectra:
+                plot_spectra(spectra, out / "classification_spectra.png", title="class-conditional spectra")
+                names.append("classification_spectra.png")
+    return drawn

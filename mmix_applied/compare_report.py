@@ -1,0 +1,350 @@
+"""The comparison report: seed statistics, verdicts, paired differences and plots, from result rows.
+
+Pure functions of the rows :func:`mmix_applied.compare.compare` writes to ``results.jsonl`` (one
+per run: ``recipe``, ``variant``, ``seed``, ``run_dir``, ``metrics``, ``temperature``,
+``wall_s``), so they can be tested and rerun without training. No Lightning import.
+
+Statistics: the mean and the sample standard deviation (``ddof=1``) over seeds. A winner's lead
+is **beyond the seed spread** when the gap between the best and the second-best mean exceeds the
+larger of their two standard deviations; with one seed the spread is unknown. Manifold Mixup's
+claims (Verma et al., ICML 2019) are about differences of a few percent, of the order of the
+seed-to-seed spread on small data, so the report also gives the **paired** difference to the
+baseline: per seed (same data subset and initialisation) ``variant - baseline``, then the mean
+and standard deviation of those differences.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "metric_direction",
+    "metric_order",
+    "paired_differences",
+    "plot_metric_bars",
+    "plot_reliability",
+    "plot_validation_curves",
+    "read_metrics_csv",
+    "render_report",
+    "summarize",
+    "verdicts",
+]
+
+_HIGHER = ("acc", "dice", "auroc", "iou", "f1", "precision", "recall")
+_LOWER = ("nll", "ece", "brier", "cer", "wer", "hd95", "loss", "fpr", "error")
+
+
+def metric_direction(name: str) -> str | None:
+    """``"higher"``, ``"lower"`` (better) or ``None`` (no direction: temperature, spectra ...).
+
+    Read from the name's words (split on ``/`` and ``_``, the ``_scaled`` suffix ignored):
+    acc, dice, auroc ... are higher-better; nll, ece, brier, cer, wer, hd95, loss, fpr95 lower.
+    """
+    words = [w for w in re.split(r"[/_]", name.lower()) if w and w not in ("test", "val", "scaled")]
+    for word in words:
+        if any(word.startswith(k) for k in _LOWER):
+            return "lower"
+        if any(word.startswith(k) for k in _HIGHER):
+            return "higher"
+    return None
+
+
+def _short(name: str) -> str:
+    return name[5:] if name.startswith("test/") else name
+
+
+def metric_order(names: Iterable[str]) -> list[str]:
+    """Metric names sorted (``test/`` ones first) with each ``X_scaled`` right after its raw ``X``."""
+    names = sorted(set(names), key=lambda n: (not n.startswith("test/"), n))
+    raw = [n for n in names if not n.endswith("_scaled")]
+    ordered: list[str] = []
+    for n in raw:
+        ordered.append(n)
+        if f"{n}_scaled" in names:
+            ordered.append(f"{n}_scaled")
+    ordered += [n for n in names if n.endswith("_scaled") and n[: -len("_scaled")] not in raw]
+    return ordered
+
+
+def _values(row: Mapping[str, Any]) -> dict[str, float]:
+    values = {k: float(v) for k, v in (row.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    for k, v in (row.get("extra") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values.setdefault(k, float(v))
+    if row.get("temperature") is not None:
+        values.setdefault("temperature", float(row["temperature"]))
+    return values
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(xs, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
+
+
+def _variants_in_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: list[str] = []
+    for row in rows:
+        if row["variant"] not in seen:
+            seen.append(row["variant"])
+    return seen
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{recipe: {metric: {variant: {"mean", "std", "n"}}}}`` over seeds."""
+    grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for row in rows:
+        for metric, value in _values(row).items():
+            grouped.setdefault(row["recipe"], {}).setdefault(metric, {}).setdefault(row["variant"], []).append(value)
+    return {recipe: {metric: {v: dict(zip(("mean", "std"), _mean_std(xs)), n=len(xs)) for v, xs in by_v.items()}
+                     for metric, by_v in metrics.items()} for recipe, metrics in grouped.items()}
+
+
+def verdicts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per recipe and directed metric: the winner, its gap to the runner-up, and whether it is beyond the spread.
+
+    Returns:
+        ``{recipe: {metric: {"winner", "runner_up", "gap", "spread", "beyond_spread"}}}``;
+        ``winner`` is ``"tie"`` when the two best means are equal; ``beyond_spread`` is ``None``
+        with a single seed or a single variant.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for recipe, metrics in summarize(rows).items():
+        for metric, by_v in metrics.items():
+            direction = metric_direction(metric)
+            if direction is None or not by_v:
+                continue
+            ranked = sorted(by_v.items(), key=lambda kv: kv[1]["mean"], reverse=direction == "higher")
+            winner, best = ranked[0]
+            if len(ranked) == 1:
+                out.setdefault(recipe, {})[metric] = {"winner": winner, "runner_up": None, "gap": None,
+                                                      "spread": None, "beyond_spread": None}
+                continue
+            runner, second = ranked[1]
+            gap = abs(best["mean"] - second["mean"])
+            spread = max(best["std"], second["std"])
+            beyond = None if math.isnan(spread) else bool(gap > spread)
+            if gap == 0:
+                winner, beyond = "tie", False
+            out.setdefault(recipe, {})[metric] = {"winner": winner, "runner_up": runner, "gap": gap,
+                                                  "spread": spread, "beyond_spread": beyond}
+    return out
+
+
+def paired_differences(rows: Sequence[Mapping[str, Any]], *,
+                       baseline: str = "none") -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{recipe: {metric: {variant: {"mean", "std", "n", "better"}}}}`` of per-seed ``variant - baseline``.
+
+    Only seeds run for both the variant and the baseline count; ``better`` is how many of those
+    seeds the variant beat the baseline on (``None`` for undirected metrics).
+    """
+    table: dict[tuple[str, str, int], dict[str, float]] = {(r["recipe"], r["variant"], int(r["seed"])): _values(r)
+                                                           for r in rows}
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for (recipe, variant, seed), values in table.items():
+        if variant == baseline or (recipe, baseline, seed) not in table:
+            continue
+        base = table[(recipe, baseline, seed)]
+        for metric, value in values.items():
+            if metric in base:
+                cell = out.setdefault(recipe, {}).setdefault(metric, {}).setdefault(variant, {"diffs": []})
+                cell["diffs"].append(value - base[metric])
+    for recipe in out.values():
+        for metric, by_v in recipe.items():
+            direction = metric_direction(metric)
+            for cell in by_v.values():
+                diffs = cell.pop("diffs")
+                cell["mean"], cell["std"] = _mean_std(diffs)
+                cell["n"] = len(diffs)
+                cell["better"] = None if direction is None else sum(
+                    (d > 0) if direction == "higher" else (d < 0) for d in diffs)
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def _cell(stats: Mapping[str, float] | None) -> str:
+    if not stats:
+        return ""
+    return f"{_fmt(stats['mean'])} ± {_fmt(stats['std'])}" if stats.get("n", 1) > 1 else _fmt(stats["mean"])
+
+
+def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: str = "none",
+                  plots: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The Markdown report: the command, one table per recipe, the verdicts, the paired differences."""
+    lines = ["# Comparison report", "", "```", command, "```", ""]
+    if not rows:
+        return "\n".join(lines + ["No finished runs.", ""])
+    variants = _variants_in_order(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines += [f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std "
+              "(ddof=1) over seeds; `_scaled` rows use the fitted temperature and follow their raw row. A lead is "
+              "*beyond seed spread* when the gap to the runner-up exceeds the larger of their two stds.", ""]
+    summary, wins, paired = summarize(rows), verdicts(rows), paired_differences(rows, baseline=baseline)
+    for recipe, metrics in summary.items():
+        lines += [f"## {recipe}", "", "| metric | " + " | ".join(variants) + " | best | verdict |",
+                  "|---" * (len(variants) + 3) + "|"]
+        for metric in metric_order(metrics):
+            win = wins.get(recipe, {}).get(metric)
+            if win is None:
+                best, verdict = "", "(no direction)" if metric_direction(metric) is None else ""
+            elif win["runner_up"] is None:
+                best, verdict = win["winner"], "one variant"
+            else:
+                best = win["winner"]
+                if best == "tie":
+                    verdict = "tie"
+                elif win["beyond_spread"] is None:
+                    verdict = "one seed: spread unknown"
+                elif win["beyond_spread"]:
+                    verdict = f"beyond seed spread (gap {_fmt(win['gap'])} > {_fmt(win['spread'])})"
+                else:
+                    verdict = f"not beyond seed spread (gap {_fmt(win['gap'])} ≤ {_fmt(win['spread'])})"
+            cells = " | ".join(_cell(metrics[metric].get(v)) for v in variants)
+            lines.append(f"| {_short(metric)} | {cells} | {best} | {verdict} |")
+        lines.append("")
+        others = [v for v in variants if v != baseline]
+        if recipe in paired and others:
+            lines += [f"Paired difference to `{baseline}` (per seed: variant − {baseline}; mean ± std over seeds; "
+                      "seeds where the variant is better):", "",
+                      "| metric | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+            for metric in metric_order(paired[recipe]):
+                cells = []
+                for v in others:
+                    c = paired[recipe][metric].get(v)
+                    if c is None:
+                        cells.append("")
+                        continue
+                    better = "" if c["better"] is None else f" ({c['better']}/{c['n']} better)"
+                    cells.append(f"{_fmt(c['mean'])} ± {_fmt(c['std'])}{better}")
+                lines.append(f"| {_short(metric)} | " + " | ".join(cells) + " |")
+            lines.append("")
+        for name in (plots or {}).get(recipe, ()):
+            lines.append(f"![{Path(name).stem}]({name})")
+        lines.append("")
+    lines += ["## Runs", "", "| recipe | variant | seed | temperature | wall (s) | run |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['variant']} | {r['seed']} | {_fmt(r.get('temperature'))} | "
+                     f"{_fmt(r.get('wall_s'))} | {r['run_dir']} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- plots
+_COLORS = {"none": "tab:gray", "input": "tab:blue", "manifold": "tab:red"}
+
+
+def _figure(**kwargs: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format=path.suffix.lstrip(".") or "png", dpi=100)
+    return path
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSV log as ``{column: [(epoch, value), ...]}`` for the columns starting with ``val/``."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key and key.startswith("val/") and value not in ("", None):
+                    curves.setdefault(key, []).append((int(float(row.get("epoch") or 0)), float(value)))
+    return curves
+
+
+def plot_validation_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                           title: str = "Validation curves") -> Path | None:
+    """One panel per ``val/`` metric, one line per run coloured by variant (from ``logs/metrics.csv``)."""
+    runs = []
+    for r in rows:
+        log = Path(r["run_dir"]) / "logs" / "metrics.csv"
+        if log.is_file():
+            runs.append((r["variant"], int(r["seed"]), read_metrics_csv(log)))
+    keys = sorted({k for _, _, curves in runs for k in curves})
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    fig = _figure(figsize=(4 * cols, 3 * math.ceil(len(keys) / cols)))
+    axes = np.atleast_1d(fig.subplots(math.ceil(len(keys) / cols), cols)).reshape(-1)
+    for ax, key in zip(axes, keys):
+        labelled = set()
+        for variant, seed, curves in runs:
+            if key in curves:
+                epochs, values = zip(*curves[key])
+                ax.plot(epochs, values, marker=".", color=_COLORS.get(variant), alpha=0.8,
+                        label=variant if variant not in labelled else None)
+                labelled.add(variant)
+        ax.set(title=key, xlabel="epoch")
+        ax.legend(fontsize=7)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_reliability(bins_by_variant: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike, *,
+                     title: str = "Reliability") -> Path:
+    """Overlaid reliability curves: ``{variant: {"raw": bins, "scaled": bins}}``, one panel per kind.
+
+    ``bins`` as :meth:`mmix_applied.metrics.ExpectedCalibrationError.bins` returns them (per-bin
+    ``confidence``, ``accuracy``, ``count``); empty bins are skipped.
+    """
+    kinds = [k for k in ("raw", "scaled") if any(k in b for b in bins_by_variant.values())]
+    if not kinds:
+        raise ValueError("plot_reliability needs bins under 'raw' or 'scaled'; received none")
+    fig = _figure(figsize=(4.5 * len(kinds), 4.5))
+    axes = np.atleast_1d(fig.subplots(1, len(kinds))).reshape(-1)
+    for ax, kind in zip(axes, kinds):
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        for variant, by_kind in bins_by_variant.items():
+            if kind not in by_kind:
+                continue
+            b = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
+                 for k, v in by_kind[kind].items()}
+            ok = b["count"] > 0
+            ax.plot(b["confidence"][ok], b["accuracy"][ok], marker="o", color=_COLORS.get(variant), label=variant)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title} ({kind})")
+        ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_metric_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], path: str | os.PathLike, *,
+                     title: str) -> Path | None:
+    """Grouped bars of ``keys`` (mean ± std over seeds), one bar per variant (per-class Dice, CER/WER)."""
+    variants = _variants_in_order(rows)
+    stats = {v: {k: _mean_std([_values(r)[k] for r in rows if r["variant"] == v and k in _values(r)] or [np.nan])
+                 for k in keys} for v in variants}
+    if not keys:
+        return None
+    fig = _figure(figsize=(max(4.0, 1.2 * len(keys) * max(1, len(variants)) / 2), 3.5))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(keys))
+    for i, v in enumerate(variants):
+        means = [stats[v][k][0] for k in keys]
+        stds = [0.0 if math.isnan(stats[v][k][1]) else stats[v][k][1] for k in keys]
+        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, color=_COLORS.get(v), label=v, capsize=3)
+    ax.set_xticks(x, [_short(k) for k in keys], rotation=30, ha="right", fontsize=8)
+    ax.set(title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

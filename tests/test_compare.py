@@ -1,0 +1,195 @@
+"""The comparison: statistics, verdicts and paired differences on synthetic rows (numpy as the
+reference), the plots, and one tiny end-to-end run of 2 variants x 2 seeds that then resumes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmix_applied import compare as compare_module
+from mmix_applied.compare import compare, read_predictions, reliability_bins
+from mmix_applied.compare_report import (
+    metric_direction,
+    metric_order,
+    paired_differences,
+    plot_metric_bars,
+    plot_reliability,
+    plot_validation_curves,
+    render_report,
+    summarize,
+    verdicts,
+)
+from mmix_applied.metrics import ExpectedCalibrationError
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
+NLL = {"none": [0.40, 0.35, 0.45], "manifold": [0.30, 0.26, 0.33]}  # manifold clearly lower
+ACC = {"none": [0.90, 0.80, 0.85], "manifold": [0.86, 0.84, 0.88]}  # within the spread
+
+
+def _rows(seeds=(0, 1, 2)):
+    rows = []
+    for v in ("none", "manifold"):
+        for s in seeds:
+            t = 1.3 if v == "none" else 0.6
+            rows.append({"recipe": "classification", "variant": v, "seed": s, "run_dir": f"/r/{v}-{s}",
+                         "metrics": {"test/nll": NLL[v][s], "test/nll_scaled": NLL[v][s] - 0.05,
+                                     "test/acc": ACC[v][s], "temperature": t}, "temperature": t, "wall_s": 1.0})
+    return rows
+
+
+def test_metric_directions_and_order():
+    higher = ["test/acc", "test/mean_dice", "test/dice_gm", "test/ood_auroc", "val/acc"]
+    lower = ["test/nll", "test/ece_scaled", "test/brier", "test/cer", "test/wer", "test/hd95_wm", "test/loss",
+             "test/ood_fpr95", "test/adaptive_ece"]
+    assert all(metric_direction(m) == "higher" for m in higher)
+    assert all(metric_direction(m) == "lower" for m in lower)
+    assert metric_direction("temperature") is None and metric_direction("spectrum/mean_directions") is None
+    assert metric_order(["test/nll_scaled", "test/acc", "test/nll", "temperature"]) == [
+        "test/acc", "test/nll", "test/nll_scaled", "temperature"]
+
+
+def test_summary_verdicts_and_paired_differences_against_numpy():
+    rows = _rows()
+    s = summarize(rows)["classification"]
+    assert s["test/nll"]["manifold"]["mean"] == pytest.approx(np.mean(NLL["manifold"]))
+    assert s["test/nll"]["manifold"]["std"] == pytest.approx(np.std(NLL["manifold"], ddof=1))
+    assert s["temperature"]["none"]["mean"] == pytest.approx(1.3)
+    w = verdicts(rows)["classification"]
+    assert w["test/nll"]["winner"] == "manifold" and w["test/nll"]["beyond_spread"] is True
+    assert w["test/acc"]["winner"] == "manifold" and w["test/acc"]["beyond_spread"] is False
+    assert w["test/acc"]["gap"] == pytest.approx(np.mean(ACC["manifold"]) - np.mean(ACC["none"]))
+    assert w["test/acc"]["spread"] == pytest.approx(np.std(ACC["none"], ddof=1))
+    assert "temperature" not in w  # no direction, no winner
+    p = paired_differences(rows)["classification"]
+    diffs = np.subtract(NLL["manifold"], NLL["none"])
+    assert p["test/nll"]["manifold"]["mean"] == pytest.approx(diffs.mean())
+    assert p["test/nll"]["manifold"]["std"] == pytest.approx(diffs.std(ddof=1))
+    assert p["test/nll"]["manifold"]["better"] == 3 and p["test/acc"]["manifold"]["better"] == 2
+    assert "none" not in p["test/nll"]
+
+
+def test_report_text():
+    report = render_report(_rows(), command="mmix-applied compare -c cfg.yaml --seeds 0,1,2")
+    lines = report.splitlines()
+    assert lines[3] == "mmix-applied compare -c cfg.yaml --seeds 0,1,2"  # the exact command at the top
+    nll = next(line for line in lines if line.startswith("| nll |"))
+    assert "| 0.4 ± 0.05 | 0.2967 ± 0.03512 |" in nll and "| manifold | beyond seed spread" in nll
+    acc = next(line for line in lines if line.startswith("| acc |"))
+    assert "not beyond seed spread" in acc
+    order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "±" in line][:4]
+    assert order == ["acc", "nll", "nll_scaled", "temperature"]  # scaled beside raw
+    assert "(3/3 better)" in report
+    one_seed = render_report(_rows(seeds=(0,)), command="x")
+    assert "one seed: spread unknown" in one_seed
+    tie = _rows()
+    for r in tie:
+        r["metrics"]["test/acc"] = 0.5
+    assert "| acc | 0.5 ± 0 | 0.5 ± 0 | tie | tie |" in render_report(tie, command="x")
+
+
+def test_plots_from_rows(tmp_path):
+    rows = _rows()
+    for r in rows:
+        r["metrics"]["test/dice_gm"], r["metrics"]["test/dice_wm"] = 0.8, 0.7
+        run = tmp_path / Path(r["run_dir"]).name
+        (run / "logs").mkdir(parents=True)
+        (run / "logs" / "metrics.csv").write_text("epoch,step,train/loss,val/loss,val/acc\n0,1,2.0,,\n0,1,,1.5,0.5\n"
+                                                  "1,3,,1.2,0.6\n")
+        r["run_dir"] = str(run)
+    curves = plot_validation_curves(rows, tmp_path / "curves.png")
+    bars = plot_metric_bars(rows, ["test/dice_gm", "test/dice_wm"], tmp_path / "bars.png", title="Dice")
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(50, 3, generator=g), 1)
+    rel = plot_reliability({"none": reliability_bins(probs, torch.randint(0, 3, (50,), generator=g),
+                                                     temperature=0.5)}, tmp_path / "rel.png")
+    for path in (curves, bars, rel):
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    assert plot_validation_curves([{**rows[0], "run_dir": str(tmp_path / "missing")}], tmp_path / "x.png") is None
+
+
+def test_reliability_bins_scale_probabilities_like_logits(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(200, 4, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 4, (200,), generator=g)
+    bins = reliability_bins(torch.softmax(z, 1), y, temperature=2.5)
+    ref = ExpectedCalibrationError(n_bins=15)  # independent path: the logits divided by T
+    ref.update(z / 2.5, y)
+    assert torch.allclose(bins["scaled"]["count"], ref.bins()["count"])
+    assert torch.allclose(bins["scaled"]["confidence"].nan_to_num(), ref.bins()["confidence"].nan_to_num(),
+                          atol=1e-6)
+    assert "scaled" not in reliability_bins(torch.softmax(z, 1), y)
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text("id,target,predicted,confidence,p_a,p_b\nx,b,b,0.7,0.3,0.7\ny,,a,0.6,0.6,0.4\n")
+    probs, target = read_predictions(csv_path)
+    assert probs.tolist() == [[0.3, 0.7]] and target.tolist() == [1]
+
+
+def test_bad_arguments_say_what_was_received(tmp_path):
+    with pytest.raises(ValueError, match="sets mix.variant.*received it in overrides"):
+        compare(CONFIG, overrides=["mix.variant=none"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="received \\['none', 'mixup'\\]"):
+        compare(CONFIG, variants=("none", "mixup"), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="seeds must be distinct integers"):
+        compare(CONFIG, seeds=(0, 0), out_dir=tmp_path)
+
+
+TINY = ["model.name=test_resnet", "train.max_epochs=1", "train.limit_train_batches=1", "train.limit_val_batches=1",
+        "train.limit_test_batches=1", "train.limit_predict_batches=1", "data.labels_per_class=2", "data.batch_size=8",
+        "data.eval_batch_size=16", "train.accelerator=cpu", "train.devices=1", "train.enable_progress_bar=false",
+        "train.loggers=[csv]", "train.log_every_n_steps=1"]
+
+
+def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
+    progress = []
+    report = compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
+                     command="mmix-applied compare -c classification.yaml", spectrum_point="layer2",
+                     log=progress.append)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["seed"]) for r in rows] == [("none", 0), ("manifold", 0), ("none", 1), ("manifold", 1)]
+    for r in rows:
+        run = Path(r["run_dir"])
+        assert r["metrics"] == json.loads((run / "test_metrics.json").read_text()) and "test/nll" in r["metrics"]
+        assert r["wall_s"] > 0 and r["extra"]["spectrum/mean_directions"] > 0
+        assert (run / "config.yaml").is_file() and (run / "predictions.csv").is_file()
+    # the variant changed only mix.variant; the seed only seed
+    from mmix_applied.config import config_to_dict, load_config
+    a, b = (config_to_dict(load_config(tmp_path / "runs" / n / "config.yaml"))
+            for n in ("none-seed0", "manifold-seed0"))
+    diff = {k for k in a if a[k] != b[k]}
+    assert diff <= {"mix", "run"} and {k for k in a["mix"] if a["mix"][k] != b["mix"][k]} == {"variant"}
+    assert progress[0].startswith("[1/4] none seed 0 ") and "ETA" in progress[1] and progress[2].startswith("[3/4]")
+    text = report.read_text()
+    assert text.splitlines()[3] == "mmix-applied compare -c classification.yaml" and "## classification" in text
+    for png in ("classification_val_curves.png", "classification_reliability.png", "classification_spectra.png"):
+        assert (tmp_path / png).is_file() and f"]({png})" in text
+    # resume: nothing is fitted, tested or predicted again; the rows come back the same
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
+
+    real_fit, real_test = compare_module.fit, compare_module.test
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    for name in ("fit", "test", "predict", "_spectrum"):
+        monkeypatch.setattr(compare_module, name, refuse)
+    progress.clear()
+    compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
+            command="again", spectrum_point="layer2", log=progress.append)
+    again = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert again == rows and all("done, skipped" in line for line in progress[:4])
+    assert mtimes == {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
+    # a run whose test never finished (killed after fit) continues from its last.ckpt, not from scratch
+    (tmp_path / "runs" / "none-seed1" / "test_metrics.json").unlink()
+    resumed = []
+
+    def record(config, *, resume=None):
+        resumed.append(resume)
+        return real_fit(config, resume=resume)
+
+    monkeypatch.setattr(compare_module, "fit", record)
+    monkeypatch.setattr(compare_module, "test", real_test)
+    compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
+            command="again", spectrum_point="layer2", log=progress.append)
+    assert resumed == [tmp_path / "runs" / "none-seed1"]
