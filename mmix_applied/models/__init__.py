@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ._registry import get_family, list_families, list_models, register_family
+from ._registry import get_family, list_families, list_models, register_family, resolve_model_name
 from .crnn import CRNN, build_crnn, crnn_names
 from .monai_nets import build_monai, monai_names, monai_points
 from .smp_models import build_smp, smp_names
@@ -26,6 +26,7 @@ __all__ = [
     "list_models",
     "list_families",
     "register_family",
+    "resolve_model_name",
     "default_points",
     "param_groups",
     "set_backbone_trainable",
@@ -38,7 +39,16 @@ __all__ = [
     "monai_points",
 ]
 
-register_family("timm", build_timm, names=timm_names, description="timm classifiers (CNNs, NFNets, ViT/DeiT)")
+def _timm_has(name: str) -> bool:
+    """timm builds ``name`` with or without a pretrained tag (``resnet18.a1_in1k``)."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    return timm.is_model(split_model_name_tag(name)[0])
+
+
+register_family("timm", build_timm, names=timm_names, description="timm classifiers (CNNs, NFNets, ViT/DeiT)",
+                contains=_timm_has)
 register_family("smp", build_smp, names=smp_names, description="segmentation-models-pytorch encoder-decoders")
 register_family("monai", build_monai, names=monai_names, description="MONAI segmentation networks, 2D and 3D")
 register_family("crnn", build_crnn, names=crnn_names, description="CRNN text-line recognizer for CTC")
@@ -46,7 +56,7 @@ register_family("crnn", build_crnn, names=crnn_names, description="CRNN text-lin
 
 def create_model(
     family: str,
-    name: str,
+    name: str | None = None,
     *,
     num_classes: int,
     in_channels: int = 3,
@@ -57,7 +67,9 @@ def create_model(
 
     Args:
         family: ``"timm"``, ``"smp"``, ``"monai"``, ``"crnn"`` or a family added with
-            :func:`register_family`.
+            :func:`register_family`; or, with ``name`` omitted, the model as :func:`list_models`
+            prints it (``"smp/unet"``, ``"timm/resnet18"``), or a bare name that one family alone
+            builds (``"basicunet"``).
         name: the model within the family (``"resnet18"``, ``"unet"``, ``"basicunet"``, ``"crnn"``).
         num_classes: outputs (classes, segmentation channels, or charset size + 1 for CTC).
         in_channels: input channels.
@@ -72,6 +84,7 @@ def create_model(
         ValueError: unknown family or name (with close matches), or invalid options.
         FileNotFoundError: ``pretrained`` is not an existing file.
     """
+    family, name = resolve_model_name(family, name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int; received {num_classes!r}.")
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
