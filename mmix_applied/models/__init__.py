@@ -1,8 +1,9 @@
 """Model families behind one builder: timm classifiers, smp encoder–decoders, MONAI nets, CRNN.
 
-``create_model(family, name, num_classes=..., in_channels=..., pretrained=path, **options)``
-builds any registered model with fresh weights, then loads a local weights file if given (no
-hub downloads). Every built model has default mix points (see :func:`default_points`), which
+``create_model("family/name", num_classes=..., in_channels=..., pretrained=..., **options)`` (or
+``create_model(family, name, ...)``) builds any registered model with fresh weights, then loads a
+local weights file, or hub weights from the local cache, if given (nothing is downloaded). Every
+built model has default mix points (see :func:`default_points`), which
 ``ManifoldMixup(model, points="auto")`` resolves.
 """
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from ._registry import get_family, list_families, list_models, register_family, resolve_model_name
 from .crnn import CRNN, build_crnn, crnn_names
+from .hub import resolve_weights
 from .monai_nets import build_monai, monai_names, monai_points
 from .smp_models import build_smp, smp_names
 from .timm_models import build_timm, param_groups, set_backbone_trainable, timm_names
@@ -27,6 +29,7 @@ __all__ = [
     "list_families",
     "register_family",
     "resolve_model_name",
+    "resolve_weights",
     "default_points",
     "param_groups",
     "set_backbone_trainable",
@@ -63,7 +66,7 @@ def create_model(
     pretrained: str | os.PathLike | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a model of a registered family, optionally with weights from a local file.
+    """Build a model of a registered family, optionally with pretrained weights.
 
     Args:
         family: ``"timm"``, ``"smp"``, ``"monai"``, ``"crnn"`` or a family added with
@@ -73,7 +76,9 @@ def create_model(
         name: the model within the family (``"resnet18"``, ``"unet"``, ``"basicunet"``, ``"crnn"``).
         num_classes: outputs (classes, segmentation channels, or charset size + 1 for CTC).
         in_channels: input channels.
-        pretrained: path to a local ``.safetensors`` or ``.pth`` file; the head is reset when its
+        pretrained: path to a local ``.safetensors`` or ``.pth`` file, or hub weights read from the
+            local Hugging Face cache, never downloaded: ``"hf-hub:timm/resnet18.a1_in1k"`` or a
+            timm name with a pretrained tag (``"resnet18.a1_in1k"``). The head is reset when its
             shape differs from ``num_classes``, and the key report is logged (a warning is issued
             when keys outside the head are missing or unexpected).
         **options: passed to the family's builder (timm: ``drop_rate``, ``drop_path_rate``,
@@ -81,8 +86,10 @@ def create_model(
             ``spatial_dims``, ``channels``...; crnn: ``backbone``, ``hidden_size``...).
 
     Raises:
-        ValueError: unknown family or name (with close matches), or invalid options.
-        FileNotFoundError: ``pretrained`` is not an existing file.
+        ValueError: unknown or ambiguous family or name (with close matches), invalid options, or
+            weights that hold NaN/Inf or do not fit.
+        FileNotFoundError: ``pretrained`` is not an existing file, or the cache lacks the named
+            weights (the message gives the command that fetches them).
     """
     family, name = resolve_model_name(family, name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -91,13 +98,19 @@ def create_model(
         raise ValueError(f"in_channels must be a positive int; received {in_channels!r}.")
     if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(
-            f"pretrained takes a path to a local weights file or None; received {pretrained!r}. "
-            "Hub downloads are not supported."
+            f"pretrained takes a path to a local weights file, a hub name read from the local cache "
+            f"('hf-hub:timm/resnet18.a1_in1k') or None; received {pretrained!r}. Nothing is downloaded."
         )
     fam = get_family(family)
     model = fam.build(name, num_classes=num_classes, in_channels=in_channels, **options)
     if pretrained is not None:
-        report = load_weights(model, pretrained)
+        source = resolve_weights(pretrained)
+        built = getattr(model, "pretrained_cfg", None)
+        built = built.get("architecture") if isinstance(built, dict) else None
+        if source.architecture and built and source.architecture != built:
+            warnings.warn(f"pretrained {source.spec!r} holds weights of {source.architecture!r}, loaded into "
+                          f"{built!r}; keys and shapes that differ are reported below.", stacklevel=2)
+        report = load_weights(model, source.path)
         if not report.clean:
             warnings.warn(f"weights loaded with differences:\n{report}", stacklevel=2)
     return model
