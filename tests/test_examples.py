@@ -64,3 +64,40 @@ def test_label_smoothing_cross_entropy_rejects_soft_targets():
 
     with pytest.raises(RuntimeError, match="int64"):
         LabelSmoothingCrossEntropy(smoothing=0.1)(torch.randn(4, 5), torch.full((4, 5), 0.2))
+
+
+def test_train_py_recipe_with_ema_channels_last_bf16_and_accumulation():
+    """The lines docs/integrations.md adds to timm's train.py, with the options it names."""
+    import timm
+    from timm.loss import SoftTargetCrossEntropy
+    from timm.utils import ModelEmaV3
+
+    from mmix_applied import ManifoldMixup
+    from mmix_applied.adapters import Classification
+
+    model = timm.create_model("test_resnet", num_classes=5).to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=0.5)  # copied before the mixer exists: an ordinary timm model
+    mixer = ManifoldMixup(model, alpha=2.0, seed=0)
+    adapter = Classification(5, label_smoothing=0.1)
+    criterion, optimizer, accum_steps = SoftTargetCrossEntropy(), torch.optim.SGD(model.parameters(), lr=0.1), 2
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 1, 2, 3])
+    ema_before = ema.module.fc.weight.detach().clone()
+    for step in range(2 * accum_steps):
+        plan = mixer.sample(x.shape[0], x.device, input_shape=x.shape)
+        target = adapter.mix_targets(y, plan)
+        with mixer.apply(plan), torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(x)
+        assert output.dtype == torch.bfloat16
+        (criterion(output, target) / accum_steps).backward()
+        if (step + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+            ema.update(model)
+    assert not torch.equal(ema.module.fc.weight, ema_before)
+    assert "forward" not in vars(ema.module)  # the EMA copy carries no routing of the mixer
+    model.eval()
+    with torch.no_grad():  # eval mode never mixes, inside apply or not
+        plain = model(x)
+        with mixer.apply(mixer.sample(4)):
+            assert torch.equal(model(x), plain)
