@@ -1,6 +1,7 @@
 """Local weights (safetensors and .pth), the key report, head reset, freezing and param groups."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,8 +229,9 @@ HUB_REPO = "timm/test_resnet.r160_in1k"
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _hub_cache(root, *, filename="model.safetensors", num_classes=1000, seed=5):
-    """A Hugging Face cache laid out as the hub writes it, holding a tiny timm model's weights."""
+def _hub_cache(root, *, filename="model.safetensors", num_classes=1000, seed=5, blobs=False):
+    """A Hugging Face cache laid out as the hub writes it, holding a tiny timm model's weights
+    (with ``blobs``, the snapshot's file is a relative symlink into ``blobs/``, as on Linux)."""
     import json
 
     torch.manual_seed(seed)
@@ -240,7 +242,13 @@ def _hub_cache(root, *, filename="model.safetensors", num_classes=1000, seed=5):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(SNAPSHOT)  # the hub writes the hash without a newline
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
-    save_file(state, str(snap / filename)) if filename.endswith(".safetensors") else torch.save(state, snap / filename)
+    where = snap / filename
+    if blobs:
+        (repo / "blobs").mkdir()
+        where = repo / "blobs" / "4f1c2d"
+    save_file(state, str(where)) if filename.endswith(".safetensors") else torch.save(state, where)
+    if blobs:
+        (snap / filename).symlink_to(Path("..") / ".." / "blobs" / "4f1c2d")
     (snap / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": num_classes}))
     return source
 
@@ -277,6 +285,23 @@ def test_hub_weights_load_from_the_local_cache(hf_home, spec):
     torch.manual_seed(6)
     model = create_model("timm", "test_resnet", num_classes=1000, pretrained=spec)
     assert _same(source, model)
+
+
+def test_hub_weights_through_blob_symlinks(hf_home):
+    source = _hub_cache(hf_home, blobs=True)
+    assert (hf_home / f"models--timm--test_resnet.r160_in1k/snapshots/{SNAPSHOT}/model.safetensors").is_symlink()
+    assert _same(source, create_model("timm/test_resnet", num_classes=1000, pretrained="hf-hub:" + HUB_REPO))
+
+
+def test_hub_files_the_cache_records_as_absent(hf_home):
+    _hub_cache(hf_home)
+    (hf_home / f"models--timm--test_resnet.r160_in1k/snapshots/{SNAPSHOT}/model.safetensors").unlink()
+    absent = hf_home / "models--timm--test_resnet.r160_in1k" / ".no_exist" / SNAPSHOT
+    absent.mkdir(parents=True)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        (absent / name).touch()
+    with pytest.raises(FileNotFoundError, match="the cache records that the repository has no model.safetensors"):
+        create_model("timm", "test_resnet", num_classes=3, pretrained="hf-hub:" + HUB_REPO)
 
 
 def test_hub_weights_reset_the_head_for_new_classes(hf_home):

@@ -129,7 +129,8 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
         family: restrict the listing to one family.
 
     Returns:
-        Sorted ``"family/name"`` strings.
+        Sorted ``"family/name"`` strings; :func:`~mmix_applied.models.create_model` takes each as
+        it is (``create_model("smp/unet", num_classes=2)``).
     """
     families = [get_family(family)] if family is not None else [_FAMILIES[k] for k in sorted(_FAMILIES)]
     out = []
