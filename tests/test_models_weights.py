@@ -319,7 +319,8 @@ def test_hub_cache_env_is_read_at_call_time(tmp_path, hf_home, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # wins over HF_HOME, as in huggingface_hub
     _hub_cache(tmp_path / "elsewhere")
     found = resolve_weights("hf-hub:" + HUB_REPO)
-    assert found.path == tmp_path / "elsewhere" / f"models--timm--test_resnet.r160_in1k/snapshots/{SNAPSHOT}/model.safetensors"
+    snapshot = tmp_path / "elsewhere" / "models--timm--test_resnet.r160_in1k" / "snapshots" / SNAPSHOT
+    assert found.path == snapshot / "model.safetensors"
     assert found.repo_id == HUB_REPO and found.architecture == "test_resnet"
 
 
@@ -382,8 +383,8 @@ def test_nan_and_inf_weights_are_refused_with_the_file_and_tensors(tmp_path):
     with pytest.raises(ValueError) as info:
         load_weights(target, path)
     text = str(info.value)
-    for needle in (str(path), "2 tensor(s)", "layer1.0.conv1.weight (1 NaN, 0 Inf", "layer2.0.bn1.running_var (0 NaN, 2 Inf",
-                   "Nothing was loaded", "export them again"):
+    for needle in (str(path), "2 tensor(s)", "layer1.0.conv1.weight (1 NaN, 0 Inf",
+                   "layer2.0.bn1.running_var (0 NaN, 2 Inf", "Nothing was loaded", "export them again"):
         assert needle in text, (needle, text)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # the model is untouched
     with pytest.raises(ValueError, match="non-finite"):

@@ -102,14 +102,14 @@ def create_model(
             f"('hf-hub:timm/resnet18.a1_in1k') or None; received {pretrained!r}. Nothing is downloaded."
         )
     fam = get_family(family)
+    source = resolve_weights(pretrained) if pretrained is not None else None  # fail before building
     model = fam.build(name, num_classes=num_classes, in_channels=in_channels, **options)
-    if pretrained is not None:
-        source = resolve_weights(pretrained)
+    if source is not None:
         built = getattr(model, "pretrained_cfg", None)
         built = built.get("architecture") if isinstance(built, dict) else None
         if source.architecture and built and source.architecture != built:
             warnings.warn(f"pretrained {source.spec!r} holds weights of {source.architecture!r}, loaded into "
-                          f"{built!r}; keys and shapes that differ are reported below.", stacklevel=2)
+                          f"{built!r}; keys that differ are reported, shapes that differ are refused.", stacklevel=2)
         report = load_weights(model, source.path)
         if not report.clean:
             warnings.warn(f"weights loaded with differences:\n{report}", stacklevel=2)

@@ -180,8 +180,8 @@ def resolve_model_name(family: str, name: str | None = None) -> tuple[str, str]:
         return owners[0], family
     if owners:
         forms = ", ".join(repr(f"{owner}/{family}") for owner in owners)
-        raise ValueError(f"model name {family!r} is ambiguous: {forms} exist in several families; pass one of them, e.g. "
-                         f"create_model({owners[0] + '/' + family!r}, ...).")
+        raise ValueError(f"model name {family!r} is ambiguous: {forms} exist in several families; pass one of "
+                         f"them, e.g. create_model({owners[0] + '/' + family!r}, ...).")
     if family in _FAMILIES:
         raise ValueError(f"received the family {family!r} without a model name; pass "
                          f"create_model({family!r}, name, ...) or one of list_models({family + '/*'!r}).")

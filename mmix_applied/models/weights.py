@@ -2,8 +2,8 @@
 
 Only local files are read (``.safetensors`` through safetensors, anything else through
 ``torch.load(weights_only=True)``); nothing is downloaded. A hub name (``"hf-hub:timm/..."``, or a
-timm name with a pretrained tag) is read from the local cache (:mod:`mmix_applied.models.hub`). Checkpoints from other tools are
-accepted as they come: the state dict is found inside common containers (Lightning's
+timm name with a pretrained tag) is read from the local cache (:mod:`mmix_applied.models.hub`).
+Checkpoints from other tools are accepted as they come: the state dict is found inside common containers (Lightning's
 ``state_dict``, ``model``, ...), and a key prefix is matched automatically (``module.`` from DDP,
 ``model.`` from a LightningModule, an encoder-only checkpoint loaded into ``encoder.``...).
 A classifier/segmentation head whose shape does not fit ``num_classes`` is left at its fresh
