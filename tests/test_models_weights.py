@@ -356,6 +356,14 @@ def test_nothing_tries_the_network(hf_home, network_attempts):
     assert network_attempts == [("127.0.0.1", 9)]
 
 
+@pytest.mark.parametrize("args", [("hf-hub:" + HUB_REPO,), ("timm", "hf-hub:" + HUB_REPO)])
+def test_a_hub_name_as_the_model_says_to_pass_it_as_pretrained(hf_home, args):
+    with pytest.raises(ValueError) as info:
+        create_model(*args, num_classes=3)
+    fix = f"create_model('timm/test_resnet', num_classes=..., pretrained='hf-hub:{HUB_REPO}')"
+    assert fix in str(info.value)
+
+
 def test_bad_hub_names_are_errors(hf_home):
     with pytest.raises(ValueError, match="'hf-hub:<owner>/<repo>"):
         create_model("timm", "test_resnet", num_classes=3, pretrained="hf-hub:timm")

@@ -17,7 +17,7 @@ from torch import nn
 
 from ._registry import get_family, list_families, list_models, register_family, resolve_model_name
 from .crnn import CRNN, build_crnn, crnn_names
-from .hub import resolve_weights
+from .hub import HUB_PREFIX, resolve_weights
 from .monai_nets import build_monai, monai_names, monai_points
 from .smp_models import build_smp, smp_names
 from .timm_models import build_timm, param_groups, set_backbone_trainable, timm_names
@@ -91,6 +91,15 @@ def create_model(
         FileNotFoundError: ``pretrained`` is not an existing file, or the cache lacks the named
             weights (the message gives the command that fetches them).
     """
+    for given in (family, name):
+        if isinstance(given, str) and HUB_PREFIX in given:
+            repo = given[given.index(HUB_PREFIX) + len(HUB_PREFIX):]
+            arch = repo.rpartition("/")[2].split(".")[0] or "<architecture>"
+            raise ValueError(
+                f"received the hub name {given!r} as the model; the model is built from its architecture and the "
+                f"hub weights come through pretrained=: create_model('timm/{arch}', num_classes=..., "
+                f"pretrained='{HUB_PREFIX}{repo}') (read from the local cache, never downloaded)."
+            )
     family, name = resolve_model_name(family, name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int; received {num_classes!r}.")
