@@ -39,3 +39,8 @@ bench: $(STAMP_DEV)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The docs site (MkDocs + Material, API reference from the docstrings): warnings are errors; output in site/.
+.PHONY: docs
+docs: $(STAMP_DEV)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site

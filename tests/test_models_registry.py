@@ -9,6 +9,7 @@ from torch import nn
 from mmix_applied.models import (
     CRNN,
     create_model,
+    resolve_model_name,
     default_points,
     list_families,
     list_models,
@@ -45,14 +46,70 @@ def test_bad_arguments():
         create_model("timm", "test_resnet", num_classes=0)
     with pytest.raises(TypeError, match="local weights file"):
         create_model("timm", "test_resnet", num_classes=2, pretrained=True)
-    with pytest.raises(FileNotFoundError, match="hub names are not downloaded"):
-        create_model("timm", "test_resnet", num_classes=2, pretrained="resnet18.a1_in1k")
+    with pytest.raises(FileNotFoundError, match="no_such_weights.pth.*does not exist"):
+        create_model("timm", "test_resnet", num_classes=2, pretrained="no_such_weights.pth")
     with pytest.raises(ValueError, match="encoder"):
         create_model("smp", "unet", num_classes=2, encoder_name="resnet_18")
     with pytest.raises(ValueError, match="download"):
         create_model("smp", "unet", num_classes=2, encoder_weights="imagenet")
     with pytest.raises(ValueError, match="features"):
         create_model("monai", "basicunet", num_classes=2, channels=(4, 8))
+
+
+# ------------------------------------------------------------ the printed "family/name" form
+
+@pytest.mark.parametrize(
+    ("printed", "family", "name", "options"),
+    [("timm/test_resnet", "timm", "test_resnet", {}),
+     ("smp/unet", "smp", "unet", {"encoder_name": "tu-test_resnet", "encoder_depth": 3,
+                                  "decoder_channels": (8, 8, 8)}),
+     ("monai/basicunet", "monai", "basicunet", {"spatial_dims": 2, "features": (4, 4, 8, 8, 16, 4)}),
+     ("crnn/crnn", "crnn", "crnn", {"hidden_size": 8, "cnn_widths": (4, 8, 8, 8)})],
+)
+def test_printed_form_builds_the_same_model(printed, family, name, options):
+    assert printed in list_models(f"{family}/*")
+    torch.manual_seed(3)
+    apart = create_model(family, name, num_classes=3, in_channels=1, **options)
+    torch.manual_seed(3)
+    joined = create_model(printed, num_classes=3, in_channels=1, **options)
+    assert type(joined) is type(apart)
+    a, b = apart.state_dict(), joined.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_listed_name_resolves_to_itself():
+    for family in ("smp", "monai", "crnn"):
+        for printed in list_models(family=family):
+            assert resolve_model_name(printed) == tuple(printed.split("/"))
+    assert resolve_model_name("timm/resnet18.a1_in1k") == ("timm", "resnet18.a1_in1k")
+    # A bare name one family alone builds needs no family; timm's pretrained tags count.
+    assert resolve_model_name("basicunet") == ("monai", "basicunet")
+    assert resolve_model_name("resnet18.a1_in1k") == ("timm", "resnet18.a1_in1k")
+    assert resolve_model_name("smp", "unet") == ("smp", "unet")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [(("unet",), ["ambiguous", "'monai/unet'", "'smp/unet'"]),
+     (("resnet_18",), ["unknown model 'resnet_18'", "Did you mean", "'timm/resnet18'"]),
+     (("smpp/unet",), ["unknown model family 'smpp'", "'smp'"]),
+     (("smp/unett",), ["unknown", "'unet'"]),
+     (("timm",), ["without a model name", "list_models('timm/*')"]),
+     (("smp/",), ["no model name", "list_models('smp/*')"]),
+     (("smp/unet", "unet"), ["family='smp/unet'", "create_model('smp', 'unet', ...)"])],
+)
+def test_printed_form_errors_say_what_to_pass(args, needles):
+    with pytest.raises(ValueError) as info:
+        create_model(*args, num_classes=2)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_model_name_must_be_a_string():
+    with pytest.raises(TypeError, match="received 3"):
+        create_model(3, num_classes=2)
+    with pytest.raises(TypeError, match="received 18"):
+        create_model("timm", 18, num_classes=2)
 
 
 def test_register_family_decorator_and_overwrite_warning():

@@ -1,6 +1,7 @@
 """Local weights (safetensors and .pth), the key report, head reset, freezing and param groups."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +221,201 @@ def test_param_groups_layer_decay():
     with pytest.raises(ValueError, match="group_matcher"):
         param_groups(create_model("crnn", "crnn", num_classes=5, in_channels=1, hidden_size=8,
                                   cnn_widths=(4, 8, 8, 8)), lr=1.0, layer_decay=0.5)
+
+
+# ------------------------------------------------------- hub weights from the local cache (#14 §8)
+
+HUB_REPO = "timm/test_resnet.r160_in1k"
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(root, *, filename="model.safetensors", num_classes=1000, seed=5, blobs=False):
+    """A Hugging Face cache laid out as the hub writes it, holding a tiny timm model's weights
+    (with ``blobs``, the snapshot's file is a relative symlink into ``blobs/``, as on Linux)."""
+    import json
+
+    torch.manual_seed(seed)
+    source = create_model("timm", "test_resnet", num_classes=num_classes)
+    repo = root / ("models--" + HUB_REPO.replace("/", "--"))
+    snap = repo / "snapshots" / SNAPSHOT
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)  # the hub writes the hash without a newline
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    where = snap / filename
+    if blobs:
+        (repo / "blobs").mkdir()
+        where = repo / "blobs" / "4f1c2d"
+    save_file(state, str(where)) if filename.endswith(".safetensors") else torch.save(state, where)
+    if blobs:
+        (snap / filename).symlink_to(Path("..") / ".." / "blobs" / "4f1c2d")
+    (snap / "config.json").write_text(json.dumps({"architecture": "test_resnet", "num_classes": num_classes}))
+    return source
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """HF_HOME points at an empty folder under tmp_path; the hub cache is its hub/ folder."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "hf" / "hub"
+
+
+@pytest.fixture
+def network_attempts(monkeypatch):
+    """Every socket connect is recorded, then refused."""
+    import socket
+
+    attempts = []
+
+    def refuse(sock, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"network access attempted: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+@pytest.mark.parametrize("spec", ["hf-hub:" + HUB_REPO, "test_resnet.r160_in1k", "test_resnet",
+                                  f"hf-hub:{HUB_REPO}@{SNAPSHOT}"])
+def test_hub_weights_load_from_the_local_cache(hf_home, spec):
+    source = _hub_cache(hf_home)
+    torch.manual_seed(6)
+    model = create_model("timm", "test_resnet", num_classes=1000, pretrained=spec)
+    assert _same(source, model)
+
+
+def test_hub_weights_through_blob_symlinks(hf_home):
+    source = _hub_cache(hf_home, blobs=True)
+    assert (hf_home / f"models--timm--test_resnet.r160_in1k/snapshots/{SNAPSHOT}/model.safetensors").is_symlink()
+    assert _same(source, create_model("timm/test_resnet", num_classes=1000, pretrained="hf-hub:" + HUB_REPO))
+
+
+def test_hub_files_the_cache_records_as_absent(hf_home):
+    _hub_cache(hf_home)
+    (hf_home / f"models--timm--test_resnet.r160_in1k/snapshots/{SNAPSHOT}/model.safetensors").unlink()
+    absent = hf_home / "models--timm--test_resnet.r160_in1k" / ".no_exist" / SNAPSHOT
+    absent.mkdir(parents=True)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        (absent / name).touch()
+    with pytest.raises(FileNotFoundError, match="the cache records that the repository has no model.safetensors"):
+        create_model("timm", "test_resnet", num_classes=3, pretrained="hf-hub:" + HUB_REPO)
+
+
+def test_hub_weights_reset_the_head_for_new_classes(hf_home):
+    source = _hub_cache(hf_home)
+    model = create_model("timm/test_resnet", num_classes=3, in_channels=1, pretrained="hf-hub:" + HUB_REPO)
+    assert model.fc.out_features == 3
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight.sum(dim=1, keepdim=True))
+    assert _same(source, model, skip=("fc.", "conv1.0."))
+
+
+def test_hub_cache_env_is_read_at_call_time(tmp_path, hf_home, monkeypatch):
+    from mmix_applied.models.hub import hf_hub_cache, resolve_weights
+
+    assert hf_hub_cache() == hf_home
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # wins over HF_HOME, as in huggingface_hub
+    _hub_cache(tmp_path / "elsewhere")
+    found = resolve_weights("hf-hub:" + HUB_REPO)
+    snapshot = tmp_path / "elsewhere" / "models--timm--test_resnet.r160_in1k" / "snapshots" / SNAPSHOT
+    assert found.path == snapshot / "model.safetensors"
+    assert found.repo_id == HUB_REPO and found.architecture == "test_resnet"
+
+
+def test_hub_pytorch_model_bin_is_read_when_there_is_no_safetensors(hf_home):
+    source = _hub_cache(hf_home, filename="pytorch_model.bin")
+    assert _same(source, create_model("timm", "test_resnet", num_classes=1000, pretrained="hf-hub:" + HUB_REPO))
+
+
+@pytest.mark.parametrize("spec", ["hf-hub:" + HUB_REPO, "test_resnet.r160_in1k", f"hf-hub:{HUB_REPO}@main2"])
+def test_weights_missing_from_the_cache_say_how_to_fetch_them(hf_home, network_attempts, spec):
+    if spec.endswith("@main2"):
+        _hub_cache(hf_home)  # the repository is cached, but not at that revision
+    with pytest.raises(FileNotFoundError) as info:
+        create_model("timm", "test_resnet", num_classes=3, pretrained=spec)
+    text = str(info.value)
+    for needle in (repr(spec), f"hf download {HUB_REPO} model.safetensors", "huggingface-cli download",
+                   "HF_HOME", str(hf_home), "nothing is downloaded"):
+        assert needle in text, (needle, text)
+    assert network_attempts == []
+
+
+def test_nothing_tries_the_network(hf_home, network_attempts):
+    import socket
+
+    source = _hub_cache(hf_home)
+    for spec in ("hf-hub:" + HUB_REPO, "test_resnet.r160_in1k"):
+        assert _same(source, create_model("timm", "test_resnet", num_classes=1000, pretrained=spec))
+    with pytest.raises(FileNotFoundError):
+        create_model("timm", "test_resnet", num_classes=3, pretrained="resnet18.a1_in1k")
+    assert network_attempts == []
+    with pytest.raises(OSError, match="network access attempted"):  # the control: a connect is caught
+        socket.socket().connect(("127.0.0.1", 9))
+    assert network_attempts == [("127.0.0.1", 9)]
+
+
+@pytest.mark.parametrize("args", [("hf-hub:" + HUB_REPO,), ("timm", "hf-hub:" + HUB_REPO)])
+def test_a_hub_name_as_the_model_says_to_pass_it_as_pretrained(hf_home, args):
+    with pytest.raises(ValueError) as info:
+        create_model(*args, num_classes=3)
+    fix = f"create_model('timm/test_resnet', num_classes=..., pretrained='hf-hub:{HUB_REPO}')"
+    assert fix in str(info.value)
+
+
+def test_bad_hub_names_are_errors(hf_home):
+    with pytest.raises(ValueError, match="'hf-hub:<owner>/<repo>"):
+        create_model("timm", "test_resnet", num_classes=3, pretrained="hf-hub:timm")
+    with pytest.raises(FileNotFoundError, match="no pretrained weights tagged 'zz'.*resnet18.a1_in1k"):
+        create_model("timm", "test_resnet", num_classes=3, pretrained="resnet18.zz")
+
+
+def test_weights_of_another_architecture_warn(hf_home):
+    _hub_cache(hf_home)
+    with pytest.warns(UserWarning, match="'test_resnet', loaded into 'resnet10t'"):
+        with pytest.raises(ValueError, match="shape mismatch"):
+            create_model("timm", "resnet10t", num_classes=3, pretrained="hf-hub:" + HUB_REPO)
+
+
+# ------------------------------------------------------------- non-finite weights (#15)
+
+def test_nan_and_inf_weights_are_refused_with_the_file_and_tensors(tmp_path):
+    state = {k: v.clone() for k, v in _timm().state_dict().items()}
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    state["layer2.0.bn1.running_var"][:2] = float("inf")
+    path = tmp_path / "diverged.safetensors"
+    save_file(state, str(path))
+    target = _timm()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError) as info:
+        load_weights(target, path)
+    text = str(info.value)
+    for needle in (str(path), "2 tensor(s)", "layer1.0.conv1.weight (1 NaN, 0 Inf",
+                   "layer2.0.bn1.running_var (0 NaN, 2 Inf", "Nothing was loaded", "export them again"):
+        assert needle in text, (needle, text)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # the model is untouched
+    with pytest.raises(ValueError, match="non-finite"):
+        create_model("timm", "test_resnet", num_classes=3, pretrained=path)
+    # A NaN only in the head that is reset for a new class count is never loaded: no error.
+    state = {k: v.clone() for k, v in _timm(num_classes=10).state_dict().items()}
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "head.pth")
+    assert sorted(load_weights(_timm(num_classes=3), tmp_path / "head.pth").reset) == ["fc.bias", "fc.weight"]
+
+
+def test_non_finite_values_the_architecture_itself_holds_are_loaded(tmp_path):
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 2)
+            self.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
+
+    source = Masked()
+    torch.save(source.state_dict(), tmp_path / "masked.pth")
+    target = Masked()
+    assert load_weights(target, tmp_path / "masked.pth").clean
+    assert torch.equal(target.proj.weight, source.proj.weight)
+    target.mask.zero_()  # now the fresh model holds finite values there: the file's -inf is refused
+    with pytest.raises(ValueError, match=r"mask \(0 NaN, 1 Inf of 2 values\)"):
+        load_weights(target, tmp_path / "masked.pth")

@@ -3,7 +3,8 @@
 A family is a builder ``build(name, *, num_classes, in_channels, **options) -> nn.Module`` plus a
 function that lists its model names. Families are registered with :func:`register_family` (usable
 as a decorator, warning on overwrite, as timm's ``_registry.py`` does) and listed with fnmatch
-patterns over ``"family/name"`` strings.
+patterns over ``"family/name"`` strings; :func:`resolve_model_name` turns the printed
+``"family/name"`` form (or a bare name that one family alone has) back into the two parts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "list_families",
     "list_models",
     "close_matches",
+    "resolve_model_name",
 ]
 
 Builder = Callable[..., nn.Module]
@@ -37,12 +39,21 @@ class ModelFamily:
         build: ``build(name, *, num_classes, in_channels, **options) -> nn.Module``.
         names: returns the model names the family can build (without the family prefix).
         description: one line shown in docs and errors.
+        contains: says whether the family builds a name that ``names`` does not list (timm: a
+            name with a pretrained tag, ``"resnet18.a1_in1k"``); default: membership in ``names()``.
     """
 
     name: str
     build: Builder
     names: Callable[[], Iterable[str]]
     description: str = ""
+    contains: Callable[[str], bool] | None = None
+
+    def has(self, model_name: str) -> bool:
+        """Whether this family builds ``model_name``."""
+        if self.contains is not None:
+            return bool(self.contains(model_name))
+        return model_name in set(self.names())
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -54,6 +65,7 @@ def register_family(
     *,
     names: Callable[[], Iterable[str]],
     description: str = "",
+    contains: Callable[[str], bool] | None = None,
 ) -> Builder | Callable[[Builder], Builder]:
     """Register a model family; call directly or use as a decorator on the builder.
 
@@ -62,6 +74,7 @@ def register_family(
         build: the builder; omit it to use this function as a decorator.
         names: returns the names the family can build, for :func:`list_models` and error messages.
         description: one line describing the family.
+        contains: optional test for names the listing leaves out (see :class:`ModelFamily`).
 
     Returns:
         The builder (so the decorator leaves the function unchanged).
@@ -74,7 +87,8 @@ def register_family(
             raise TypeError(f"build must be callable; received {type(fn).__name__}.")
         if name in _FAMILIES:
             warnings.warn(f"model family {name!r} is registered again; the new builder replaces the old one.")
-        _FAMILIES[name] = ModelFamily(name=name, build=fn, names=names, description=description)
+        _FAMILIES[name] = ModelFamily(name=name, build=fn, names=names, description=description,
+                                      contains=contains)
         return fn
 
     return add if build is None else add(build)
@@ -115,7 +129,8 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
         family: restrict the listing to one family.
 
     Returns:
-        Sorted ``"family/name"`` strings.
+        Sorted ``"family/name"`` strings; :func:`~mmix_applied.models.create_model` takes each as
+        it is (``create_model("smp/unet", num_classes=2)``).
     """
     families = [get_family(family)] if family is not None else [_FAMILIES[k] for k in sorted(_FAMILIES)]
     out = []
@@ -125,3 +140,58 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
             if fnmatch.fnmatchcase(full, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(model_name, pattern)):
                 out.append(full)
     return sorted(out)
+
+
+def resolve_model_name(family: str, name: str | None = None) -> tuple[str, str]:
+    """``(family, name)`` from either form :func:`create_model` accepts.
+
+    Args:
+        family: a family (``"smp"``) with ``name`` given; or, with ``name`` None, the form
+            :func:`list_models` prints (``"smp/unet"``, ``"timm/resnet18.a1_in1k"``), or a bare name
+            that exactly one family builds (``"basicunet"``).
+        name: the model within ``family``, or None.
+
+    Raises:
+        TypeError: ``family`` or ``name`` is not a str.
+        ValueError: an unknown family or name (with close matches), a bare name that several
+            families build, or a ``"family/name"`` form given together with ``name``.
+    """
+    if not isinstance(family, str):
+        raise TypeError(f"the model family must be a str such as 'timm' or 'smp/unet'; received {family!r}.")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"the model name must be a str such as 'resnet18'; received {name!r}.")
+    if name is not None:
+        if "/" in family:
+            raise ValueError(
+                f"received the model as family={family!r} and name={name!r}; pass either the printed form "
+                f"alone (create_model({family!r}, ...)) or the family and the name apart "
+                f"(create_model({family.partition('/')[0]!r}, {name!r}, ...))."
+            )
+        return family, name
+    if "/" in family:
+        head, _, tail = family.partition("/")
+        fam = get_family(head)
+        if not tail:
+            raise ValueError(f"received {family!r} with no model name after '/'; list the names with "
+                             f"list_models({head + '/*'!r}).")
+        return fam.name, tail
+    owners = [fam.name for _, fam in sorted(_FAMILIES.items()) if fam.has(family)]
+    if len(owners) == 1:
+        return owners[0], family
+    if owners:
+        forms = ", ".join(repr(f"{owner}/{family}") for owner in owners)
+        raise ValueError(f"model name {family!r} is ambiguous: {forms} exist in several families; pass one of "
+                         f"them, e.g. create_model({owners[0] + '/' + family!r}, ...).")
+    if family in _FAMILIES:
+        raise ValueError(f"received the family {family!r} without a model name; pass "
+                         f"create_model({family!r}, name, ...) or one of list_models({family + '/*'!r}).")
+    full = list_models()
+    bare = {}
+    for item in full:
+        bare.setdefault(item.partition("/")[2], item)
+    close = [bare[n] for n in close_matches(family, bare)]
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"unknown model {family!r}: no registered family ({', '.join(sorted(_FAMILIES))}) builds it.{hint} "
+        "Pass 'family/name' as list_models() prints it, or create_model(family, name, ...)."
+    )

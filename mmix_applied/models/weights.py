@@ -1,13 +1,15 @@
 """Weights from a local file: safe loading, key matching, a clear report, and head reset.
 
 Only local files are read (``.safetensors`` through safetensors, anything else through
-``torch.load(weights_only=True)``); nothing is downloaded. Checkpoints from other tools are
-accepted as they come: the state dict is found inside common containers (Lightning's
+``torch.load(weights_only=True)``); nothing is downloaded. A hub name (``"hf-hub:timm/..."``, or a
+timm name with a pretrained tag) is read from the local cache (:mod:`mmix_applied.models.hub`).
+Checkpoints from other tools are accepted as they come: the state dict is found inside common containers (Lightning's
 ``state_dict``, ``model``, ...), and a key prefix is matched automatically (``module.`` from DDP,
 ``model.`` from a LightningModule, an encoder-only checkpoint loaded into ``encoder.``...).
 A classifier/segmentation head whose shape does not fit ``num_classes`` is left at its fresh
 initialisation and reported as reset; any other shape mismatch is an error, except an input
-convolution with a different channel count, which timm's ``adapt_input_conv`` adapts.
+convolution with a different channel count, which timm's ``adapt_input_conv`` adapts. Weights
+holding NaN or Inf are refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from .hub import resolve_weights
 
 __all__ = ["LoadReport", "read_state_dict", "load_weights", "head_prefixes", "reset_head"]
 
@@ -85,16 +89,16 @@ def _pickle_detail(err: BaseException) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from a local ``.safetensors`` or ``torch.save`` file, safely.
 
+    Args:
+        path: a local file, or a hub name read from the local cache (see
+            :func:`~mmix_applied.models.hub.resolve_weights`).
+
     Raises:
-        FileNotFoundError: ``path`` does not exist (hub names are not accepted).
+        FileNotFoundError: ``path`` does not exist, or the cache lacks the named weights.
         ValueError: the file holds no tensor mapping, or pickled objects that are not tensors.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"weights file {str(path)!r} does not exist. `pretrained` takes a path to a local "
-            ".safetensors or .pth file; hub names are not downloaded."
-        )
+    p = resolve_weights(path).path
+    path = str(p)
     damaged = ("cannot be read: it is truncated, corrupt or not a {kind} file ({error}: {detail}). Copy or "
                "export the weights again (torch.save(model.state_dict(), path) or safetensors.torch.save_file).")
     if p.suffix == ".safetensors":
@@ -205,7 +209,8 @@ def load_weights(
 
     Args:
         model: the freshly built model (its head already sized for the new task).
-        path: a ``.safetensors`` or ``.pth``/``.pt``/``.bin``/``.ckpt`` file.
+        path: a ``.safetensors`` or ``.pth``/``.pt``/``.bin``/``.ckpt`` file, or a hub name read from
+            the local cache (``"hf-hub:timm/resnet18.a1_in1k"``, ``"resnet18.a1_in1k"``).
         head: module names of the head; default :func:`head_prefixes`.
         reset_head: None resets head tensors only when their shape differs from the file's; True
             always keeps the fresh head; False makes a head shape mismatch an error.
@@ -218,9 +223,14 @@ def load_weights(
         The :class:`LoadReport`; it is also logged.
 
     Raises:
-        ValueError: a non-head shape mismatch, no key in common, or ``strict`` with missing or
-            unexpected keys.
+        FileNotFoundError: no such file, or a hub name the local cache lacks (with the fetch command).
+        ValueError: a non-head shape mismatch, no key in common, NaN or Inf in a tensor to load
+            (nothing is loaded then), or ``strict`` with missing or unexpected keys.
     """
+    source = resolve_weights(path)
+    if source.repo_id:
+        log.info("weights %s: %s from the local Hugging Face cache", source.spec, source.path)
+    path = source.path
     state = read_state_dict(path)
     own = model.state_dict()
     heads = head_prefixes(model) if head is None else list(head)
@@ -230,6 +240,7 @@ def load_weights(
     a = auto[1] if add_prefix is None else add_prefix
     report = LoadReport(path=str(path), strip_prefix=s, add_prefix=a)
     new: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
     mismatched: list[str] = []
     for k in keys:
         target = a + k[len(s):] if k.startswith(s) else None
@@ -250,6 +261,7 @@ def load_weights(
                 mismatched.append(f"{target}: file {tuple(value.shape)} vs model {tuple(expected.shape)}")
                 continue
         new[target] = value.to(dtype=expected.dtype)
+        origin[target] = k
     if mismatched:
         raise ValueError(
             f"shape mismatch loading {str(path)!r} into {type(model).__name__}: " + "; ".join(mismatched[:8])
@@ -261,6 +273,7 @@ def load_weights(
             f"no key of {str(path)!r} matches {type(model).__name__}: file keys look like {keys[:3]}, "
             f"model keys like {list(own)[:3]}. Pass strip_prefix=/add_prefix= to map them."
         )
+    _check_finite(new, own, origin, path)
     report.loaded = sorted(new)
     report.missing = [k for k in own if k not in new and k not in report.reset and not _under(k, heads)]
     absent_head = [k for k in own if _under(k, heads) and k not in new and k not in report.reset]
@@ -273,6 +286,26 @@ def load_weights(
     model.load_state_dict(new, strict=False)
     log.info("%s", report)
     return report
+
+
+def _check_finite(new: dict[str, Tensor], own: dict[str, Tensor], origin: dict[str, str],
+                  path: str | os.PathLike) -> None:
+    """Refuse NaN/Inf in tensors to load, unless the fresh model holds them there too (a mask buffer)."""
+    bad = []
+    for target, value in new.items():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        if not bool(torch.isfinite(own[target]).all()):
+            continue  # the architecture itself puts non-finite values here (e.g. a -inf attention mask)
+        nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+        bad.append(f"{origin[target]} ({nan} NaN, {inf} Inf of {value.numel()} values)")
+    if bad:
+        listed = "; ".join(bad[:5]) + (f"; ... ({len(bad)} tensors in all)" if len(bad) > 5 else "")
+        raise ValueError(
+            f"weights file {str(path)!r} holds non-finite values in {len(bad)} tensor(s): {listed}. Nothing was "
+            "loaded. The file is damaged or was saved from a run that diverged; use weights saved before the "
+            "divergence, or export them again."
+        )
 
 
 def _adaptable(value: Tensor, expected: Tensor) -> bool:
