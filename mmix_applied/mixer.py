@@ -288,7 +288,7 @@ class ManifoldMixup:
             self._ddp_ref = weakref.ref(ddp) if ddp is not None else (lambda: None)
         ddp = self._ddp_ref()
         if ddp is not None and ddp.training:
-            raise RuntimeError(
+            raise ValueError(
                 f"mixer(...) received a call for a {type(self.model).__name__} that a DistributedDataParallel "
                 "wrapper wraps: calling the inner module bypasses DDP, so gradients would never be synced and "
                 "the ranks would drift apart. Make the mixer from the wrapper, ManifoldMixup(ddp_model, ...) "
