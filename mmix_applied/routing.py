@@ -171,11 +171,12 @@ class RecompileBudget:
     def __init__(self, extra: int) -> None:
         self.extra = int(extra)
         self.held = False
+        self.released = False  # after release() the budget is never taken again (a closed mixer)
         self._finalizer: Any = None
 
     def take(self) -> None:
         """Raise the limit, once, if Dynamo is loaded (cheap to call every step)."""
-        if self.held or "torch._dynamo" not in sys.modules:
+        if self.held or self.released or "torch._dynamo" not in sys.modules:
             return
         config = sys.modules["torch._dynamo"].config
         config.recompile_limit = config.recompile_limit + self.extra
@@ -187,6 +188,7 @@ class RecompileBudget:
         if self.held and self._finalizer is not None:
             self._finalizer()
         self.held = False
+        self.released = True
 
 
 def _give_back(extra: int) -> None:

@@ -64,6 +64,8 @@ def test_compiled_resnet_with_nine_points_compiles_each_point_once_and_never_run
     _no_break_no_fallback()
     mixer.close()
     assert torch._dynamo.config.recompile_limit == limit, "close() gives the raised limit back"
+    mixer.sample(4)  # a closed mixer does not take it again
+    assert torch._dynamo.config.recompile_limit == limit
 
 
 def _step_checks(model, mixer, points, x, loss_of, *, rounds: int = 2) -> None:
