@@ -80,7 +80,9 @@ class MixerCheckpoint(pl.Callback):
             mixer.load_state_dict(entry["state"])
             per_rank = entry.get("rank_generators") or []
             if rank < len(per_rank):
-                mixer.generator.set_state(per_rank[rank])
+                # a copy with its own storage: a row of the gathered tensor (offset into a shared
+                # storage) segfaults Generator.set_state, which reads from the storage's start
+                mixer.generator.set_state(per_rank[rank].clone())
             elif rank > 0:
                 warnings.warn(f"the checkpoint holds mixer generators for {len(per_rank)} ranks; rank {rank} "
                               "restarts from rank 0's state (the world size changed).", stacklevel=2)
@@ -91,4 +93,4 @@ def _per_rank(trainer: pl.Trainer, pl_module: pl.LightningModule, state: torch.T
     if trainer.world_size == 1:
         return [state.clone()]
     gathered = pl_module.all_gather(state.to(pl_module.device))
-    return [row.cpu() for row in gathered]
+    return [row.cpu().clone() for row in gathered]  # each its own storage (see on_load_checkpoint)

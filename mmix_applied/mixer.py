@@ -397,6 +397,20 @@ class ManifoldMixup:
             current.mixer = None
         self._active = None
 
+    def __deepcopy__(self, memo: dict) -> "ManifoldMixup":
+        """A copy of the mixer (e.g. inside a deep-copied LightningModule) is a new mixer attached to
+        the copy of its model, with the same settings and generator state; never a detached one that
+        would return plans for a forward that does not mix."""
+        import copy
+
+        caller = copy.deepcopy(self.caller, memo)
+        new = ManifoldMixup(caller, points=list(self.points), alpha=self.alpha, mode=self.mode,
+                            lam_per_sample=self.lam_per_sample, prob=self.prob, seed=0,
+                            batch_dims=copy.deepcopy(self.batch_dims, memo))
+        new.generator.set_state(self.generator.get_state())
+        new.enabled = self.enabled
+        return new
+
     def __enter__(self) -> "ManifoldMixup":
         return self
 
@@ -415,7 +429,8 @@ class ManifoldMixup:
         if state.get("points", self.points) != self.points:
             warnings.warn(f"restoring a mixer state saved with points {state['points']} into a mixer with "
                           f"points {self.points}: the plans drawn will differ.", stacklevel=2)
-        self.generator.set_state(state["generator"])
+        # clone: a row of a gathered tensor (offset into a shared storage) segfaults Generator.set_state
+        self.generator.set_state(state["generator"].clone())
         self.enabled = bool(state.get("enabled", self.enabled))
 
     def __repr__(self) -> str:

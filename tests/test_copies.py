@@ -107,3 +107,18 @@ def test_a_saved_mixed_model_loads_where_mmix_applied_cannot_be_imported(tmp_pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loaded Sequential" in done.stdout
+
+
+def test_a_deep_copied_module_holding_the_mixer_gets_its_own_attached_mixer():
+    holder = nn.Module()
+    holder.net = _net()
+    holder.mixer = ManifoldMixup(holder.net, points=["1"], seed=0)
+    holder.mixer.sample(3)
+    clone = copy.deepcopy(holder)
+    assert clone.mixer is not holder.mixer and clone.mixer.model is clone.net
+    assert ManifoldMixup.attached(clone.net) is clone.mixer and ManifoldMixup.attached(holder.net) is holder.mixer
+    assert torch.equal(clone.mixer.generator.get_state(), holder.mixer.generator.get_state())
+    x = torch.randn(3, 4)
+    out, plan = clone.mixer(x)
+    net = clone.net
+    assert (out - net[2](mixf(net[1](net[0](x)), plan.lam, plan.perm))).abs().max() < 1e-6

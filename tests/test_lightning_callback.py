@@ -78,3 +78,25 @@ def test_the_package_root_does_not_import_lightning():
     code = "import sys, mmix_applied; print('lightning' in sys.modules, 'lightning.pytorch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_under_ddp_each_rank_resumes_its_own_mixer_stream(tmp_path):
+    """Two gloo processes: the resumed run ends, on every rank, with the generator state and the
+    weights of the uninterrupted run, although the ranks' streams differ."""
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).with_name("_mixer_checkpoint_ddp.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    for mode in ("full", "half", "resume"):
+        done = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], env=env, capture_output=True,
+                              text=True, timeout=420, cwd=script.parent)
+        assert done.returncode == 0, done.stderr[-3000:]
+    full = [torch.load(tmp_path / f"full_rank{r}.pt") for r in (0, 1)]
+    resumed = [torch.load(tmp_path / f"resume_rank{r}.pt") for r in (0, 1)]
+    assert not torch.equal(full[0]["generator"], full[1]["generator"])
+    assert len(torch.load(tmp_path / "half.ckpt", weights_only=True)["mmix_mixers"]["net"]["rank_generators"]) == 2
+    for r in (0, 1):
+        assert torch.equal(resumed[r]["generator"], full[r]["generator"]), r
+        assert torch.equal(resumed[r]["weights"], full[r]["weights"]), r

@@ -383,3 +383,12 @@ def test_a_second_mixer_on_one_model_is_refused_and_the_first_can_be_reused_or_c
     assert ManifoldMixup.attached(m) is None
     second = ManifoldMixup(m, points=["layer2"], seed=1)
     assert ManifoldMixup.attached(m) is second
+
+
+def test_load_state_dict_takes_a_generator_state_that_is_a_row_of_a_gathered_tensor():
+    """A per-rank state gathered into one tensor (all_gather) is a view with a storage offset;
+    Generator.set_state reads such a view from its storage's start (a segfault)."""
+    a, b = ManifoldMixup(_resnet(), seed=0), ManifoldMixup(_resnet(), seed=5)
+    rows = torch.stack([a.state_dict()["generator"], b.state_dict()["generator"]])
+    a.load_state_dict({"generator": rows[1]})
+    assert torch.equal(a.sample(4).perm, b.sample(4).perm)
