@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -22,6 +23,8 @@ from .graph import (EAGER_CHECKS, TraceFailed, build_cut_graph, call_key, concre
                     is_current, trace_for_points)
 from .plan import MixPlan, sample_beta, sample_box
 from .points import INPUT, default_points, resolve_batch_dims, validate_points
+from .routing import (MixingForward, RecompileBudget, attached_mixer, enclosing_ddp, plain_state_of,
+                      remove_plain_state, unwrap)
 
 __all__ = ["ManifoldMixup", "MODES"]
 
@@ -58,42 +61,14 @@ def _check_input_mixed(before: Any, after: Any) -> None:
     )
 
 
-class _MixingForward:
-    """Instance-level ``forward`` of a mixed model: routes to the mixer while a plan is active.
-
-    A copy of the model (``copy.deepcopy`` for an EMA, pickling for spawn) gets a plain
-    pass-through, so it never runs the original model's graphs.
-    """
-
-    def __init__(self, model: nn.Module, mixer: "ManifoldMixup | None", original: Any) -> None:
-        self.model = model
-        self.mixer = mixer
-        self.original = original
-        self.__wrapped__ = original if original is not None else type(model).forward.__get__(model)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        mixer = self.mixer
-        if mixer is None:
-            return type(self.model).forward(self.model, *args, **kwargs)
-        plan = mixer._active
-        if plan is None or not mixer.enabled or not self.model.training:
-            return self.original(*args, **kwargs)
-        return mixer._forward_mixed(plan, self.original, args, kwargs)
-
-    def __deepcopy__(self, memo: dict) -> "_MixingForward":
-        import copy
-
-        return _MixingForward(copy.deepcopy(self.model, memo), None, None)
-
-    def __reduce__(self):
-        return (_MixingForward, (self.model, None, None))
-
-
 class ManifoldMixup:
     """Manifold Mixup for an unmodified model.
 
     Args:
-        model: the network; it keeps its parameters, ``state_dict`` keys and forward.
+        model: the network; it keeps its parameters, ``state_dict`` keys and forward. A DDP,
+            DataParallel, FSDP (v1) or ``torch.compile`` wrapper is accepted: the module inside it
+            is traced and mixed, and ``mixer(x)`` calls through the wrapper. One mixer per model:
+            a second raises until the first is closed (:meth:`attached` finds the first).
         points: ``"auto"`` (the model's own description, see :func:`default_points`) or a list of
             ``"input"`` and module names from ``model.named_modules()``.
         alpha: Beta(alpha, alpha) concentration, > 0 (paper: 2.0 for small images, 0.2 for
@@ -125,6 +100,15 @@ class ManifoldMixup:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; received {type(model).__name__}.")
+        wrapper, model = model, unwrap(model)
+        existing = attached_mixer(model)
+        if existing is not None:
+            raise ValueError(
+                f"received a {type(model).__name__} that already has a mixer attached ({existing!r}); a second "
+                "one would stack on the first. Reuse the first (ManifoldMixup.attached(model) returns it, e.g. "
+                "`mixer = ManifoldMixup.attached(model) or ManifoldMixup(model, ...)` in a setup() that runs "
+                "twice), or call its close() before making a new one."
+            )
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ValueError(f"alpha must be a number > 0 (Beta(alpha, alpha)); received {alpha!r}. Typical: 2.0 or 0.2.")
         if mode not in MODES:
@@ -136,6 +120,8 @@ class ManifoldMixup:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None; received {seed!r}.")
         self.model = model
+        #: What ``mixer(x)`` calls: the wrapper given (DDP, compile), else the model itself.
+        self.caller: nn.Module = wrapper
         self.alpha = float(alpha)
         self.mode = mode
         self.lam_per_sample = bool(lam_per_sample)
@@ -176,7 +162,17 @@ class ManifoldMixup:
                 )
                 self._install_hooks(self._module_points)
         self._previous_forward = model.__dict__.get("forward")
-        model.forward = _MixingForward(model, self, model.forward)
+        model.forward = MixingForward(model, self, model.forward)
+        plain_state_of(model)  # copies of the model (deepcopy, pickle, torch.save) are plain models
+        # Dynamo compiles the routing once per point (and once unmixed): make room for exactly that.
+        self._budget = RecompileBudget(len(self.points) + 1)
+        self._budget.take()
+        self._ddp_ref: Any = None  # the DDP wrapper found around the model (see _check_not_bypassing_ddp)
+
+    @staticmethod
+    def attached(model: nn.Module) -> "ManifoldMixup | None":
+        """The open mixer attached to ``model`` (or to the module inside a DDP/compile wrapper), or None."""
+        return attached_mixer(unwrap(model)) if isinstance(model, nn.Module) else None
 
     # ------------------------------------------------------------------ drawing
     def sample(self, batch_size: int, device: torch.device | str | None = None, *,
@@ -191,6 +187,7 @@ class ManifoldMixup:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}.")
+        self._budget.take()
         g = self.generator
         point = self.points[int(torch.randint(len(self.points), (1,), generator=g))]
         lam = sample_beta(self.alpha, batch_size if self.lam_per_sample else 1, g)
@@ -249,6 +246,8 @@ class ManifoldMixup:
             raise TypeError(f"apply() takes a MixPlan from sample(); received {type(plan).__name__}.")
         if plan.point not in self.points:
             raise ValueError(f"plan point {plan.point!r} is not one of this mixer's points {self.points}.")
+        if not torch.compiler.is_compiling():
+            self._budget.take()
         previous, self._active = self._active, plan
         try:
             yield plan
@@ -264,9 +263,11 @@ class ManifoldMixup:
             is right in every case.
         """
         if not self.enabled or not self.model.training:
-            return self.model(*args, **kwargs), None
+            return self.caller(*args, **kwargs), None
+        if self.caller is self.model:
+            self._check_not_bypassing_ddp()
         if self.prob < 1.0 and float(torch.rand((), generator=self.generator)) >= self.prob:
-            return self.model(*args, **kwargs), None
+            return self.caller(*args, **kwargs), None
         x = _first_tensor(args, kwargs)
         if x is None or x.dim() == 0:
             raise TypeError("mixer(...) needs a batched tensor argument (the model input).")
@@ -274,8 +275,26 @@ class ManifoldMixup:
         size = x.shape[dim] if isinstance(dim, int) and x.dim() > dim else x.shape[0]
         plan = self.sample(size, device=x.device, input_shape=tuple(x.shape))
         with self.apply(plan):
-            out = self.model(*args, **kwargs)
+            out = self.caller(*args, **kwargs)
         return out, plan
+
+    def _check_not_bypassing_ddp(self) -> None:
+        """Refuse ``mixer(x)`` on a module that a training DDP wrapper wraps: the call would skip
+        DDP's gradient sync and the ranks would drift apart. The wrapper is looked for once (a heap walk)."""
+        if torch.compiler.is_compiling():
+            return
+        if self._ddp_ref is None:
+            ddp = enclosing_ddp(self.model)
+            self._ddp_ref = weakref.ref(ddp) if ddp is not None else (lambda: None)
+        ddp = self._ddp_ref()
+        if ddp is not None and ddp.training:
+            raise ValueError(
+                f"mixer(...) received a call for a {type(self.model).__name__} that a DistributedDataParallel "
+                "wrapper wraps: calling the inner module bypasses DDP, so gradients would never be synced and "
+                "the ranks would drift apart. Make the mixer from the wrapper, ManifoldMixup(ddp_model, ...) "
+                "(it mixes the inner module and calls through DDP), or run `with mixer.apply(plan): "
+                "out = ddp_model(x)`."
+            )
 
     def _forward_mixed(self, plan: MixPlan, original: Any, args: tuple, kwargs: dict) -> Any:
         x = _first_tensor(args, kwargs)
@@ -346,7 +365,10 @@ class ManifoldMixup:
                     return None
                 dims = resolve_batch_dims(self.model, name, self.batch_dims)
                 return mix_value(output, plan.lam, plan.perm, plan.box, dims)
-            self._hooks.append(self.model.get_submodule(name).register_forward_hook(hook))
+            module = self.model.get_submodule(name)
+            handle = module.register_forward_hook(hook)
+            self._hooks.append(handle)
+            plain_state_of(module).hook_ids.add(handle.id)  # copies of the module leave the hook out
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -358,18 +380,36 @@ class ManifoldMixup:
         """Remove every hook and the forward routing; the model is as it was. Idempotent."""
         for handle in self._hooks:
             handle.remove()
+        for name in self._module_points if self._hooks else []:
+            remove_plain_state(self.model.get_submodule(name))
         self._hooks.clear()
+        self._budget.release()
         self._graphs.clear()
         self._graphs_by_call.clear()
         self.enabled = False  # a closed mixer's __call__ runs unmixed and returns plan None
         current = self.model.__dict__.get("forward")
-        if isinstance(current, _MixingForward) and current.mixer is self:
+        if isinstance(current, MixingForward) and current.mixer is self:
+            remove_plain_state(self.model)
             if self._previous_forward is None:
                 del self.model.__dict__["forward"]
             else:
                 self.model.__dict__["forward"] = self._previous_forward
             current.mixer = None
         self._active = None
+
+    def __deepcopy__(self, memo: dict) -> "ManifoldMixup":
+        """A copy of the mixer (e.g. inside a deep-copied LightningModule) is a new mixer attached to
+        the copy of its model, with the same settings and generator state; never a detached one that
+        would return plans for a forward that does not mix."""
+        import copy
+
+        caller = copy.deepcopy(self.caller, memo)
+        new = ManifoldMixup(caller, points=list(self.points), alpha=self.alpha, mode=self.mode,
+                            lam_per_sample=self.lam_per_sample, prob=self.prob, seed=0,
+                            batch_dims=copy.deepcopy(self.batch_dims, memo))
+        new.generator.set_state(self.generator.get_state())
+        new.enabled = self.enabled
+        return new
 
     def __enter__(self) -> "ManifoldMixup":
         return self
@@ -389,7 +429,8 @@ class ManifoldMixup:
         if state.get("points", self.points) != self.points:
             warnings.warn(f"restoring a mixer state saved with points {state['points']} into a mixer with "
                           f"points {self.points}: the plans drawn will differ.", stacklevel=2)
-        self.generator.set_state(state["generator"])
+        # clone: a row of a gathered tensor (offset into a shared storage) segfaults Generator.set_state
+        self.generator.set_state(state["generator"].clone())
         self.enabled = bool(state.get("enabled", self.enabled))
 
     def __repr__(self) -> str:

@@ -364,3 +364,31 @@ def test_closed_mixer_never_returns_a_plan_and_input_batch_dim_is_respected():
     mixer = ManifoldMixup(seq, points=["input"], batch_dims={"input": 1}, seed=0)
     out, plan = mixer(torch.randn(7, 3, 4))
     assert plan.batch_size == 3
+
+
+def test_a_second_mixer_on_one_model_is_refused_and_the_first_can_be_reused_or_closed():
+    m = _resnet()
+    first = ManifoldMixup(m, points=["layer1"], seed=0)
+    with pytest.raises(ValueError, match=r"already has a mixer attached.*ManifoldMixup.attached\(model\).*close\(\)"):
+        ManifoldMixup(m, seed=1)
+    assert ManifoldMixup.attached(m) is first
+    # A setup() that runs twice reuses the first; the model is still routed once.
+    again = ManifoldMixup.attached(m) or ManifoldMixup(m, seed=1)
+    assert again is first
+    x, perm = torch.randn(2, 3, 32, 32), torch.tensor([1, 0])
+    with first.apply(MixPlan("layer1", LAM, perm)):
+        got = m(x)
+    assert _max_diff(got, timm_resnet_reference(m, x, "layer1", LAM, perm)) < 1e-5
+    first.close()
+    assert ManifoldMixup.attached(m) is None
+    second = ManifoldMixup(m, points=["layer2"], seed=1)
+    assert ManifoldMixup.attached(m) is second
+
+
+def test_load_state_dict_takes_a_generator_state_that_is_a_row_of_a_gathered_tensor():
+    """A per-rank state gathered into one tensor (all_gather) is a view with a storage offset;
+    Generator.set_state reads such a view from its storage's start (a segfault)."""
+    a, b = ManifoldMixup(_resnet(), seed=0), ManifoldMixup(_resnet(), seed=5)
+    rows = torch.stack([a.state_dict()["generator"], b.state_dict()["generator"]])
+    a.load_state_dict({"generator": rows[1]})
+    assert torch.equal(a.sample(4).perm, b.sample(4).perm)
