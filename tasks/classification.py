@@ -20,19 +20,19 @@ import numpy as np
 import torch
 
 from mmix_applied.data.images import (
+    IMAGE_EXTENSIONS,
     ArrayImageDataset,
     ImageFileDataset,
-    IMAGE_EXTENSIONS,
     build_transforms,
     list_image_folder,
     read_labels_csv,
     subsample_per_class,
 )
 from mmix_applied.engine.io import atomic_write
+from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.engine.sampling import make_loader
-from mmix_applied.tasks.base import DataConfig, Recipe
 
-__all__ = ["ClassificationData", "ClassificationRecipe", "ClassificationTask", "ImageDataModule"]
+__all__ = ["ClassificationData", "ClassificationRecipe", "ClassificationOptions", "ImageDataModule"]
 
 
 @dataclasses.dataclass
@@ -73,8 +73,8 @@ class ClassificationData(DataConfig):
 
 
 @dataclasses.dataclass
-class ClassificationTask:
-    """The ``task`` section of the classification recipe.
+class ClassificationOptions:
+    """The ``options`` section of the classification recipe.
 
     Attributes:
         label_smoothing: Label smoothing of the cross-entropy (composes with mixing).
@@ -132,7 +132,7 @@ class ClassificationRecipe(Recipe):
 
     name = "classification"
     data_schema = ClassificationData
-    task_schema = ClassificationTask
+    options_schema = ClassificationOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -275,12 +275,12 @@ class ClassificationRecipe(Recipe):
     def build_adapter(self) -> Any:
         from mmix_applied.adapters import Classification
 
-        return Classification(self.num_classes, label_smoothing=self.task.label_smoothing)
+        return Classification(self.num_classes, label_smoothing=self.options.label_smoothing)
 
     def build_metrics(self, stage: str) -> Any:
         from mmix_applied.metrics import classification_metrics
 
-        return classification_metrics(n_bins=self.task.ece_bins)
+        return classification_metrics(n_bins=self.options.ece_bins)
 
     # ------------------------------------------------------------------ predictions
     def predict_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
@@ -305,11 +305,11 @@ class ClassificationRecipe(Recipe):
                              f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]]])
         path = Path(path)
         atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
-        if self.task.reliability_diagram and len(target) and bool((target >= 0).all()):
+        if self.options.reliability_diagram and len(target) and bool((target >= 0).all()):
             from mmix_applied.metrics import ExpectedCalibrationError
             from mmix_applied.plots import reliability_diagram
 
-            ece = ExpectedCalibrationError(n_bins=self.task.ece_bins, from_logits=False)
+            ece = ExpectedCalibrationError(n_bins=self.options.ece_bins, from_logits=False)
             ece.update(probs, target)
             reliability_diagram(ece.bins(), path.with_name("reliability.png"), ece=float(ece.compute()),
                                 title=f"{self.config.model.name}, mix={self.config.mix.variant}")

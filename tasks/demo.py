@@ -16,8 +16,8 @@ it, not how a model generalises to new subjects or scanners.
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ VARIANTS = ("none", "manifold")
 
 def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_steps: int = -1) -> Any:
     """The config of one demo run (``configs/segmentation.yaml`` with a shorter schedule)."""
-    from mmix_applied.config import load_config
+    from mmix_applied.engine.config import load_config
 
     return load_config({
         "recipe": "segmentation",

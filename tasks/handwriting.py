@@ -38,11 +38,11 @@ from mmix_applied.data.text_lines import (
     read_iam_lines,
     read_tsv,
 )
+from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.engine.sampling import make_loader
-from mmix_applied.tasks.base import DataConfig, Recipe
 from mmix_applied.text import Charset
 
-__all__ = ["DigitsConfig", "HandwritingData", "HandwritingTask", "HandwritingRecipe", "LineTargets", "LineCTC",
+__all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe", "LineTargets", "LineCTC",
            "ctc_feasible"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -120,8 +120,8 @@ class HandwritingData(DataConfig):
 
 
 @dataclasses.dataclass
-class HandwritingTask:
-    """The ``task`` section.
+class HandwritingOptions:
+    """The ``options`` section.
 
     Attributes:
         decoder: CTC decoding; ``greedy`` (best path). No maintained CPU/GPU beam decoder ships
@@ -206,7 +206,7 @@ class HandwritingRecipe(Recipe):
 
     name = "handwriting"
     data_schema = HandwritingData
-    task_schema = HandwritingTask
+    options_schema = HandwritingOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -320,7 +320,7 @@ class HandwritingRecipe(Recipe):
     def build_adapter(self) -> LineCTC:
         from mmix_applied.adapters import CTC
 
-        return LineCTC(CTC(blank=0, zero_infinity=self.task.zero_infinity))
+        return LineCTC(CTC(blank=0, zero_infinity=self.options.zero_infinity))
 
     def build_metrics(self, stage: str) -> Any:
         from torchmetrics import MetricCollection

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmix_applied.tasks.base import DataConfig, Recipe
+from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.tasks.segmentation_data import SegmentationDataModule
 from mmix_applied.tasks.segmentation_metrics import SegmentationMetrics
 
-__all__ = ["SegmentationData", "SegmentationRecipe", "SegmentationTask", "SlidingWindowNet"]
+__all__ = ["SegmentationData", "SegmentationRecipe", "SegmentationOptions", "SlidingWindowNet"]
 
 
 @dataclasses.dataclass
@@ -104,8 +104,8 @@ class SegmentationData(DataConfig):
 
 
 @dataclasses.dataclass
-class SegmentationTask:
-    """The ``task`` section of the segmentation recipe.
+class SegmentationOptions:
+    """The ``options`` section of the segmentation recipe.
 
     Attributes:
         dice_weight: Weight of the soft Dice term of the loss.
@@ -168,7 +168,7 @@ class SegmentationRecipe(Recipe):
 
     name = "segmentation"
     data_schema = SegmentationData
-    task_schema = SegmentationTask
+    options_schema = SegmentationOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -198,16 +198,16 @@ class SegmentationRecipe(Recipe):
             if not any(hasattr(net, a) for a in ("backbone_names", "encoder", "backbone")):
                 net.backbone_names = _backbone_names(net)  # MONAI nets: the encoder levels
             return net
-        roi = self.task.roi_size or self.data.patch_size
-        return SlidingWindowNet(net, roi_size=list(roi), sw_batch_size=self.task.sw_batch_size,
-                                overlap=self.task.sw_overlap)
+        roi = self.options.roi_size or self.data.patch_size
+        return SlidingWindowNet(net, roi_size=list(roi), sw_batch_size=self.options.sw_batch_size,
+                                overlap=self.options.sw_overlap)
 
     def build_adapter(self) -> Any:
         from mmix_applied.adapters import Segmentation
 
-        return Segmentation(self.data.num_classes, mode=self.data.mode, dice_weight=self.task.dice_weight,
-                            ce_weight=self.task.ce_weight, ignore_index=self.data.ignore_index,
-                            include_background=self.task.include_background)
+        return Segmentation(self.data.num_classes, mode=self.data.mode, dice_weight=self.options.dice_weight,
+                            ce_weight=self.options.ce_weight, ignore_index=self.data.ignore_index,
+                            include_background=self.options.include_background)
 
     def class_names(self) -> list[str]:
         """Per-class names used in metric keys."""
@@ -222,7 +222,7 @@ class SegmentationRecipe(Recipe):
     def build_metrics(self, stage: str) -> SegmentationMetrics:
         return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
                                    ignore_index=self.data.ignore_index, class_names=self.class_names(),
-                                   include_background=self.task.include_background, n_bins=self.task.ece_bins)
+                                   include_background=self.options.include_background, n_bins=self.options.ece_bins)
 
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,14 +17,11 @@ true width, from which the model computes each line's true CTC output length.
 from __future__ import annotations
 
 import io
-
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A
 import cv2
