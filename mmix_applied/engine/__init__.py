@@ -7,8 +7,10 @@ every recipe uses (:mod:`.datamodule`) and the prediction writer (:mod:`.predict
 Importing this package imports Lightning; the mixing core does not.
 """
 
+from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.io import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from mmix_applied.engine.module import MixupModule, NonFiniteLossError, build_mixer
+from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import RECIPES, DataConfig, NoOptions, Recipe, get_recipe, list_recipes, register_recipe
 from mmix_applied.engine.runner import build_trainer, fit, predict, resolve_checkpoint, test
 from mmix_applied.engine.sampling import SeededRandomSampler, make_loader
@@ -18,6 +20,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
     "DataConfig",
+    "DataModule",
     "MixupModule",
     "NoOptions",
     "NonFiniteLossError",
@@ -34,4 +37,5 @@ __all__ = [
     "register_recipe",
     "resolve_checkpoint",
     "test",
+    "write_table",
 ]

@@ -149,7 +149,8 @@ class MixupModule(pl.LightningModule):
         optimizer = build_optimizer(groups, cfg.optim)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
-        scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total, steps_per_epoch=max(1, total // epochs))
+        scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total,
+                                    steps_per_epoch=max(1, total // epochs))
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -142,8 +142,9 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
 
 
 def _quiet_lightning() -> None:
-    for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*",
-                    ".*Experiment logs directory.*", ".*number of training batches.*smaller than the logging interval.*",
+    for message in (".*does not have many workers.*", ".*LeafSpec.*",
+                    ".*Checkpoint directory.*exists and is not empty.*", ".*Experiment logs directory.*",
+                    ".*number of training batches.*smaller than the logging interval.*",
                     ".*callbacks used to create the checkpoint need to be provided.*", ".*dirpath has changed from.*",
                     ".*`training_step` returned `None`.*"):
         warnings.filterwarnings("ignore", message=message)

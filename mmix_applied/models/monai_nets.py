@@ -16,9 +16,9 @@ Default points are the encoder levels of each network, read from the network's s
 * ``SwinUNETR``: the Swin encoder stages ``swinViT.patch_embed`` and ``swinViT.layersK.0``.
 
 Importing this module registers :func:`monai_points` with :mod:`mmix_applied.points`; it answers
-None for models that are not one of these networks (without importing MONAI). Whatever a network saves for later (U-Net skips, the
-raw input that SwinUNETR's ``encoder1`` reads) is mixed at the cut by the core, which computes
-the live set of the traced graph.
+None for models that are not one of these networks (without importing MONAI). Whatever a
+network saves for later (U-Net skips, the raw input that SwinUNETR's ``encoder1`` reads) is
+mixed at the cut by the core, which computes the live set of the traced graph.
 """
 
 from __future__ import annotations

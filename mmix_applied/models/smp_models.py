@@ -3,9 +3,9 @@
 ``create_model("smp", "unet", num_classes=4, encoder_name="resnet34")`` is
 ``smp.create_model`` with ``encoder_weights=None`` (weights come from local files only) and
 ``classes=num_classes``. Every smp encoder works, including ``tu-`` timm encoders. Default mix
-points (input + encoder stages, skip-consistent) come from
-smp's encoder contract (:func:`smp_points`, registered with :mod:`mmix_applied.points`); the core mixes every encoder feature computed before the cut that the
-decoder reads.
+points (input + encoder stages, skip-consistent) come from smp's encoder contract
+(:func:`smp_points`, registered with :mod:`mmix_applied.points`); the core mixes every encoder
+feature computed before the cut that the decoder reads.
 """
 
 from __future__ import annotations

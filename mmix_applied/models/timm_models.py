@@ -164,7 +164,8 @@ def param_groups(
         ``torch.optim`` optimizer (learning rates are absolute; there is no ``lr_scale`` key).
     """
     if lr <= 0 or backbone_lr_mult < 0:
-        raise ValueError(f"need lr > 0 and backbone_lr_mult >= 0; received lr={lr}, backbone_lr_mult={backbone_lr_mult}.")
+        raise ValueError(f"need lr > 0 and backbone_lr_mult >= 0; received lr={lr}, "
+                         f"backbone_lr_mult={backbone_lr_mult}.")
     prefixes, inverted = _resolve(model, backbone)
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     scale_of: dict[int, float] = {}
