@@ -147,3 +147,11 @@ def test_docs_list_every_key_with_its_default():
     for name, cls in sections.items():
         for field in dataclasses.fields(cls):
             assert f"`{name}.{field.name}`" in doc, f"docs/configs.md misses {name}.{field.name}"
+
+
+def test_the_old_task_section_names_its_new_name():
+    with pytest.raises(ConfigKeyError, match=r"'task' is now called 'options'.*'options\.<key>='"):
+        load_config({"recipe": "classification", "task": {"label_smoothing": 0.1}})
+    with pytest.raises(ConfigKeyError, match="now called 'options'"):
+        load_config(None, ["task.label_smoothing=0.1"])
+    assert load_config(None, ["options.label_smoothing=0.1"]).options.label_smoothing == 0.1
