@@ -5,9 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
-export NO_ALBUMENTATIONS_UPDATE := 1
-
-.PHONY: demo test test-all bench install install-dev clean
+.PHONY: demo test test-all lint bench install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +26,10 @@ install-dev: $(STAMP_DEV)
 demo: $(STAMP_RUN)
 	$(PY) -m mmix_applied.cli demo
 
-test: $(STAMP_DEV)
+lint: $(STAMP_DEV)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-all: $(STAMP_DEV)

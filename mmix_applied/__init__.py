@@ -2,29 +2,37 @@
 
 One mixing core for unmodified timm classifiers, smp and MONAI encoder-decoders and CRNN text
 recognizers (Verma et al., "Manifold Mixup: Better Representations by Interpolating Hidden
-States", ICML 2019), task adapters that mix targets or losses per output type, and recipes.
+States", ICML 2019), adapters that mix targets or losses per output type, and recipes.
+
+Importing the package loads the core, the adapters and the model registry (which registers the
+timm, smp and MONAI point resolvers, so ``default_points(model)`` knows those families); it
+imports none of Lightning, timm, smp or MONAI. The layers are described in docs/architecture.md.
 """
 
 import os as _os
 
+# The one place this is set: every submodule import runs this file first, so no albumentations
+# import anywhere in the package can happen before it (it stops albumentations' update check).
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from . import adapters  # noqa: E402
+from ._version import __version__  # noqa: E402
 from .functional import box_mask, mix, mix_value  # noqa: E402
 from .mixer import ManifoldMixup  # noqa: E402
+from .models import create_model, list_models  # noqa: E402  (registers the point resolvers)
 from .plan import MixPlan  # noqa: E402
 from .points import default_points, register_point_resolver  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ManifoldMixup",
     "MixPlan",
+    "__version__",
     "adapters",
+    "box_mask",
+    "create_model",
+    "default_points",
+    "list_models",
     "mix",
     "mix_value",
-    "box_mask",
-    "default_points",
     "register_point_resolver",
-    "__version__",
 ]

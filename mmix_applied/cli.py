@@ -17,13 +17,11 @@ clear line and return exit status 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 __all__ = ["main"]
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +72,7 @@ def _load(args: argparse.Namespace, run_hint: str | None) -> object:
 
 def _points(config: object) -> int:
     from mmix_applied import ManifoldMixup
-    from mmix_applied.tasks.base import get_recipe
+    from mmix_applied.engine.recipe import get_recipe
 
     recipe = get_recipe(config.recipe)(config)
     model = recipe.build_model()

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mmix_applied._io import atomic_write_bytes
+
 __all__ = ["reliability_diagram"]
 
 
@@ -40,8 +42,6 @@ def reliability_diagram(bins: dict[str, Any], path: str | os.PathLike, *, title:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from mmix_applied.engine.io import atomic_write
-
     for key in ("count", "confidence", "accuracy", "edges"):
         if key not in bins:
             raise KeyError(f"bins needs keys count, confidence, accuracy, edges; missing {key!r}")
@@ -67,4 +67,4 @@ def reliability_diagram(bins: dict[str, Any], path: str | os.PathLike, *, title:
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=100)
-    return atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -4,17 +4,16 @@ A point is ``"input"`` or the qualified name of a module (as in ``model.named_mo
 output is the cut. Defaults come, in order, from the ``mix_points`` protocol (our own models and
 any user module), then from resolvers that read what a library's models say about themselves:
 timm's ``feature_info``, smp's encoder contract (the features its encoder returns), MONAI's
-network structure. Nothing is guessed from class names.
+network structure. Nothing is guessed from class names. Those resolvers live beside their model
+family in :mod:`mmix_applied.models` and register here through :func:`register_point_resolver`;
+the core imports no model library.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import torch
 from torch import nn
 
 from .functional import BatchDims
@@ -30,96 +29,16 @@ __all__ = [
 INPUT = "input"
 
 PointResolver = Callable[[nn.Module], "list[str] | None"]
+# Library-specific resolvers live beside their model family (mmix_applied.models.timm_models,
+# .smp_models, .monai_nets) and register themselves when mmix_applied.models is imported, which
+# the package root does; none of them imports its library to answer.
 _RESOLVERS: list[PointResolver] = []
-# Resolvers that live beside their model family and are imported only when needed.
-_LAZY_RESOLVERS = ["mmix_applied.models.monai_nets:monai_points"]
 
 
 def register_point_resolver(fn: PointResolver) -> PointResolver:
     """Register ``fn(model) -> list[str] | None`` (None: not my kind of model). Usable as a decorator."""
     _RESOLVERS.append(fn)
     return fn
-
-
-def _timm_points(model: nn.Module) -> list[str] | None:
-    info = getattr(model, "feature_info", None)
-    if info is None or "timm" not in type(model).__module__:
-        return None
-    entries = [dict(e) for e in info] if not hasattr(info, "get_dicts") else info.get_dicts()
-    names = dict(model.named_modules())
-    modules = []
-    for e in entries:
-        name = e.get("module")
-        for candidate in (name, str(name).replace("_", ".")):
-            if candidate in names:
-                modules.append(candidate)
-                break
-    reductions = {e.get("reduction") for e in entries}
-    if len(modules) > 6 and len(reductions) == 1:
-        # Token models (ViT, DeiT): every block is listed at one resolution. Take the patch
-        # embedding and a spread of four blocks instead of all of them.
-        n = len(modules)
-        spread = [modules[round(i * (n - 1) / 3)] for i in range(4)]
-        embed = ["patch_embed"] if "patch_embed" in names else []
-        return embed + list(dict.fromkeys(spread))
-    return modules
-
-
-def _smp_points(model: nn.Module) -> list[str] | None:
-    smp = sys.modules.get("segmentation_models_pytorch")
-    if smp is None or not isinstance(model, smp.base.SegmentationModel):
-        return None
-    encoder = model.encoder
-    prefix = next(n for n, m in model.named_modules() if m is encoder)
-    in_ch = getattr(encoder, "_in_channels", None) or 3
-    producers: dict[int, str] = {}
-
-    def hook(name: str):
-        def record(_module, _inputs, output):
-            if isinstance(output, torch.Tensor):
-                producers[id(output)] = name  # the last module to finish with this tensor wins
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in encoder.named_modules() if n]
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        with torch.no_grad():
-            features = encoder(torch.zeros(1, in_ch, 64, 64, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
-    points, unmatched = [], 0
-    for feat in features[1:]:
-        name = producers.get(id(feat))
-        if name is not None:
-            points.append(f"{prefix}.{name}")
-        elif feat.numel():
-            unmatched += 1
-    inner = getattr(encoder, "model", None)
-    if unmatched and inner is not None:
-        # A timm encoder whose features are reshaped tokens (smp's DPT with a ViT): no module
-        # returns them, so cut at the blocks the timm model itself lists.
-        nested = _timm_points(inner)
-        if nested:
-            return [f"{prefix}.model.{n}" for n in nested]
-    return points
-
-
-def _lazy(spec: str) -> PointResolver | None:
-    module, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
-
-
-register_point_resolver(_timm_points)
-register_point_resolver(_smp_points)
 
 
 def default_points(model: nn.Module) -> list[str]:
@@ -134,8 +53,7 @@ def default_points(model: nn.Module) -> list[str]:
         names = list(declared() if callable(declared) else declared)
     else:
         names = None
-        resolvers = _RESOLVERS + [r for r in map(_lazy, _LAZY_RESOLVERS) if r is not None]
-        for resolver in resolvers:
+        for resolver in _RESOLVERS:
             names = resolver(model)
             if names is not None:
                 break

@@ -14,7 +14,7 @@ the most probable path (best-path decoding) and is what the CER metrics here use
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ class UnknownCharacterError(ValueError):
         unknown: ``{char: [(source, position), ...]}``.
     """
 
-    def __init__(self, unknown: dict[str, list[tuple[str, int]]], charset: "Charset") -> None:
+    def __init__(self, unknown: dict[str, list[tuple[str, int]]], charset: Charset) -> None:
         self.unknown = unknown
         parts = []
         for ch, where in unknown.items():
@@ -67,7 +67,7 @@ class Charset:
         self._index = {c: i + 1 for i, c in enumerate(chars)}
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], *, sort: bool = True) -> "Charset":
+    def from_texts(cls, texts: Iterable[str], *, sort: bool = True) -> Charset:
         """The characters that occur in ``texts`` (sorted by code point, or in order of first use)."""
         seen = dict.fromkeys(c for t in texts for c in t)
         return cls(sorted(seen) if sort else list(seen))

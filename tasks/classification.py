@@ -11,28 +11,31 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from mmix_applied.adapters import Classification
+from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.images import (
     ArrayImageDataset,
     ImageFileDataset,
-    IMAGE_EXTENSIONS,
+    IndexedDataset,
     build_transforms,
     list_image_folder,
     read_labels_csv,
     subsample_per_class,
 )
-from mmix_applied.engine.io import atomic_write
-from mmix_applied.engine.sampling import make_loader
-from mmix_applied.tasks.base import DataConfig, Recipe
+from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
+from mmix_applied.engine.datamodule import DataModule
+from mmix_applied.engine.predictions import write_table
+from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
+from mmix_applied.plots import reliability_diagram
 
-__all__ = ["ClassificationData", "ClassificationRecipe", "ClassificationTask", "ImageDataModule"]
+__all__ = ["ClassificationData", "ClassificationOptions", "ClassificationRecipe"]
 
 
 @dataclasses.dataclass
@@ -73,8 +76,8 @@ class ClassificationData(DataConfig):
 
 
 @dataclasses.dataclass
-class ClassificationTask:
-    """The ``task`` section of the classification recipe.
+class ClassificationOptions:
+    """The ``options`` section of the classification recipe.
 
     Attributes:
         label_smoothing: Label smoothing of the cross-entropy (composes with mixing).
@@ -87,52 +90,12 @@ class ClassificationTask:
     reliability_diagram: bool = True
 
 
-class _Indexed(torch.utils.data.Dataset):
-    """Adds the item index to each sample (for predictions)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Any, ...]:
-        return (*self.dataset[index], index)
-
-
-class ImageDataModule(pl.LightningDataModule):
-    """Train / val / test / predict loaders over prepared data sets."""
-
-    def __init__(self, *, train: Any, val: Any, test: Any, predict: Any, data: ClassificationData,
-                 seed: int) -> None:
-        super().__init__()
-        self.train_set, self.val_set, self.test_set, self.predict_set = train, val, test, predict
-        self.data, self.seed = data, seed
-
-    def _eval(self, dataset: Any) -> Any:
-        return make_loader(dataset, batch_size=self.data.eval_batch_size or self.data.batch_size, train=False,
-                           num_workers=self.data.num_workers)
-
-    def train_dataloader(self) -> Any:
-        return make_loader(self.train_set, batch_size=self.data.batch_size, train=True, seed=self.seed,
-                           num_workers=self.data.num_workers)
-
-    def val_dataloader(self) -> Any:
-        return self._eval(self.val_set)
-
-    def test_dataloader(self) -> Any:
-        return self._eval(self.test_set)
-
-    def predict_dataloader(self) -> Any:
-        return self._eval(self.predict_set)
-
-
 class ClassificationRecipe(Recipe):
     """Image classification with any timm classifier (see the module docstring)."""
 
     name = "classification"
     data_schema = ClassificationData
-    task_schema = ClassificationTask
+    options_schema = ClassificationOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -140,7 +103,7 @@ class ClassificationRecipe(Recipe):
         self.channels = d.channels or (1 if d.source == "mnist" else 3)
         self.image_size = d.image_size or (28 if d.source == "mnist" else 224)
         if self.channels not in (1, 3):
-            raise ValueError(f"config key 'data.channels': must be 1 or 3, got {self.channels}")
+            raise ValueError(f"config key 'data.channels': must be 1 or 3, received {self.channels}")
         self._splits: dict[str, Any] | None = None
         self._predict_ids: list[str] = []
 
@@ -156,8 +119,6 @@ class ClassificationRecipe(Recipe):
             return self._splits
         d = self.data
         if d.source == "mnist":
-            from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
-
             images, labels = load_mnist()
             idx = mnist_splits()
             splits: dict[str, Any] = {k: ("array", images[v], labels[v]) for k, v in idx.items()}
@@ -227,7 +188,7 @@ class ClassificationRecipe(Recipe):
         """Class names, in index order."""
         return list(self._load()["classes"])
 
-    def build_datamodule(self, *, predict_input: str | None = None) -> ImageDataModule:
+    def build_datamodule(self, *, predict_input: str | None = None) -> DataModule:
         splits = self._load()
         test = self._dataset(splits["test"], train=False)
         if predict_input is None:
@@ -240,9 +201,12 @@ class ClassificationRecipe(Recipe):
             predict = ImageFileDataset(items, channels=self.channels, transform=self._transform(False),
                                        seed=self.config.seed)
             self._predict_ids = [p for p, _ in items]
-        return ImageDataModule(train=self._dataset(splits["train"], train=True),
-                               val=self._dataset(splits["val"], train=False), test=test,
-                               predict=_Indexed(predict), data=self.data, seed=self.config.seed)
+        d = self.data
+        return DataModule({"train": self._dataset(splits["train"], train=True),
+                           "val": self._dataset(splits["val"], train=False), "test": test,
+                           "predict": IndexedDataset(predict)},
+                          batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
+                          seed=self.config.seed, recipe=self.name)
 
     def _predict_items(self, source: str) -> list[tuple[str, int | None]]:
         """Images to predict: a CSV (labels optional), a class-folder tree, a plain folder or one file."""
@@ -263,9 +227,9 @@ class ClassificationRecipe(Recipe):
             if found == self.class_names:
                 return items
             return [(p, None) for p, _ in items]
-        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"predict input folder {source!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(f"predict input folder {source!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
         return [(f, None) for f in files]
 
     # ------------------------------------------------------------------ model, loss, metrics
@@ -273,14 +237,10 @@ class ClassificationRecipe(Recipe):
         return self.create_model(num_classes=self.num_classes, in_channels=self.channels)
 
     def build_adapter(self) -> Any:
-        from mmix_applied.adapters import Classification
-
-        return Classification(self.num_classes, label_smoothing=self.task.label_smoothing)
+        return Classification(self.num_classes, label_smoothing=self.options.label_smoothing)
 
     def build_metrics(self, stage: str) -> Any:
-        from mmix_applied.metrics import classification_metrics
-
-        return classification_metrics(n_bins=self.task.ece_bins)
+        return classification_metrics(n_bins=self.options.ece_bins)
 
     # ------------------------------------------------------------------ predictions
     def predict_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
@@ -295,21 +255,15 @@ class ClassificationRecipe(Recipe):
         target = torch.cat([p["target"] for p in predictions])
         index = torch.cat([p["index"] for p in predictions])
         names = self.class_names
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["id", "target", "predicted", "confidence", *[f"p_{n}" for n in names]])
         conf, pred = probs.max(1)
+        rows = []
         for row in range(len(probs)):
             t = int(target[row])
-            writer.writerow([self._predict_ids[int(index[row])], names[t] if t >= 0 else "", names[int(pred[row])],
-                             f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]]])
-        path = Path(path)
-        atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
-        if self.task.reliability_diagram and len(target) and bool((target >= 0).all()):
-            from mmix_applied.metrics import ExpectedCalibrationError
-            from mmix_applied.plots import reliability_diagram
-
-            ece = ExpectedCalibrationError(n_bins=self.task.ece_bins, from_logits=False)
+            rows.append([self._predict_ids[int(index[row])], names[t] if t >= 0 else "", names[int(pred[row])],
+                         f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]]])
+        path = write_table(path, rows, header=["id", "target", "predicted", "confidence", *[f"p_{n}" for n in names]])
+        if self.options.reliability_diagram and len(target) and bool((target >= 0).all()):
+            ece = ExpectedCalibrationError(n_bins=self.options.ece_bins, from_logits=False)
             ece.update(probs, target)
             reliability_diagram(ece.bins(), path.with_name("reliability.png"), ece=float(ece.compute()),
                                 title=f"{self.config.model.name}, mix={self.config.mix.variant}")

@@ -16,11 +16,14 @@ it, not how a model generalises to new subjects or scanners.
 from __future__ import annotations
 
 import argparse
-import logging
+import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
+
+from mmix_applied._io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["DISCLAIMER", "demo_config", "main"]
 
@@ -31,7 +34,7 @@ VARIANTS = ("none", "manifold")
 
 def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_steps: int = -1) -> Any:
     """The config of one demo run (``configs/segmentation.yaml`` with a shorter schedule)."""
-    from mmix_applied.config import load_config
+    from mmix_applied.engine.config import load_config
 
     return load_config({
         "recipe": "segmentation",
@@ -42,11 +45,12 @@ def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_
         "mix": {"variant": variant, "alpha": 0.4, "points": "auto"},
         "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0001},
         "scheduler": {"name": "cosine", "warmup_epochs": 1},
-        "train": {"max_epochs": epochs, "max_steps": max_steps, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+        "train": {"max_epochs": epochs, "max_steps": max_steps, "accelerator": "cpu", "devices": 1,
+                  "enable_progress_bar": False,
                   "loggers": ["csv"], "monitor": "val/mean_dice", "monitor_mode": "max",
                   "check_val_every_n_epoch": max(1, epochs // 4), "log_every_n_steps": 5},
         "data": {"source": "brain", "spatial_dims": 2, "resolution": 2, "batch_size": 4, "pad_divisor": 16},
-        "task": {"include_background": False},
+        "options": {"include_background": False},
     })
 
 
@@ -93,10 +97,10 @@ def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
                                                                            TISSUE_CLASSES)) + ")\n"
                  "ONE template brain: a demo, not a generalisation benchmark", fontsize=8)
     fig.tight_layout()
-    path = demo_dir / "predictions.png"
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(demo_dir / "predictions.png", buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in ("none", "input", "manifold")]
     if bad or not variants:
-        parser.error(f"--variants takes a comma-separated list of none, input, manifold; got {args.variants!r}")
+        parser.error(f"--variants takes a comma-separated list of none, input, manifold; received {args.variants!r}")
     if args.epochs < 1:
-        parser.error(f"--epochs must be at least 1; got {args.epochs}")
+        parser.error(f"--epochs must be at least 1; received {args.epochs}")
 
     import torch
 
@@ -150,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# Segmentation demo\n\n{DISCLAIMER}\n\nTest split: held-out axial slabs, unmixed passes. "
             f"Mean Dice over CSF, grey and white matter; pixel NLL and ECE over all pixels.\n\n{table}\n\n"
             f"Predicted masks beside the truth: {figure.name}. Wall time: {total:.0f} s.\n")
-    (demo_dir / "results.md").write_text(text)
-    (demo_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    atomic_write_text(demo_dir / "results.md", text)
+    atomic_write_text(demo_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
     print("\n" + table + "\n")
     print(DISCLAIMER)
     print(f"wrote {demo_dir / 'results.md'} and {figure} ({total:.0f} s)")

@@ -16,18 +16,17 @@ Validation and test are unmixed and report CER and WER (torchmetrics) from greed
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from mmix_applied.adapters.base import TaskAdapter
+from mmix_applied.adapters import CTC
+from mmix_applied.adapters.lines import LineCTC, LineTargets, ctc_feasible
+from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.digit_strings import DIGITS, DigitStrings
 from mmix_applied.data.text_lines import (
     LineAugment,
@@ -38,14 +37,12 @@ from mmix_applied.data.text_lines import (
     read_iam_lines,
     read_tsv,
 )
-from mmix_applied.engine.sampling import make_loader
-from mmix_applied.tasks.base import DataConfig, Recipe
+from mmix_applied.engine.datamodule import DataModule
+from mmix_applied.engine.predictions import write_table
+from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.text import Charset
 
-__all__ = ["DigitsConfig", "HandwritingData", "HandwritingTask", "HandwritingRecipe", "LineTargets", "LineCTC",
-           "ctc_feasible"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+__all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe"]
 
 
 @dataclasses.dataclass
@@ -120,8 +117,8 @@ class HandwritingData(DataConfig):
 
 
 @dataclasses.dataclass
-class HandwritingTask:
-    """The ``task`` section.
+class HandwritingOptions:
+    """The ``options`` section.
 
     Attributes:
         decoder: CTC decoding; ``greedy`` (best path). No maintained CPU/GPU beam decoder ships
@@ -132,65 +129,6 @@ class HandwritingTask:
 
     decoder: Literal["greedy"] = "greedy"
     zero_infinity: bool = False
-
-
-class LineTargets(NamedTuple):
-    """What the loss and the metrics need about a batch of lines."""
-
-    targets: Tensor
-    target_lengths: Tensor
-    output_lengths: Tensor
-    texts: list[str]
-
-
-def ctc_feasible(targets: Tensor, target_lengths: Tensor, output_lengths: Tensor) -> Tensor:
-    """Per line, whether CTC has a path: ``T >= len(y) + (number of repeated neighbours in y)``."""
-    mask = torch.arange(targets.shape[1], device=targets.device)[None, 1:] < target_lengths[:, None]
-    repeats = ((targets[:, 1:] == targets[:, :-1]) & mask).sum(dim=1)
-    return output_lengths >= target_lengths + repeats
-
-
-class LineCTC(TaskAdapter):
-    """The core's ``CTC`` adapter fed with each line's true output length (from :class:`LineTargets`).
-
-    The core mixes the losses and, under a plan, gives both terms ``max(T_i, T_perm[i])`` steps,
-    since a mixed line holds its partner's content too.
-    """
-
-    def __init__(self, ctc: Any) -> None:
-        super().__init__()
-        self.ctc = ctc
-
-    def loss(self, output: Tensor, target: LineTargets, plan: Any = None) -> Tensor:
-        lengths = target.output_lengths.to(output.device)
-        return self.ctc.loss((output, lengths), (target.targets, target.target_lengths), plan)
-
-
-class _LineData(pl.LightningDataModule):
-    """Train/val/test/predict loaders over line data sets, padded by :class:`LineCollate`."""
-
-    def __init__(self, sets: dict[str, Dataset], collate: LineCollate, data: HandwritingData, seed: int) -> None:
-        super().__init__()
-        self.sets, self.collate, self.data, self.seed = sets, collate, data, seed
-
-    def _loader(self, name: str, *, train: bool = False) -> DataLoader:
-        if name not in self.sets:
-            raise ValueError(f"handwriting: no {name} data; set data.{name} (available: {sorted(self.sets)})")
-        batch = self.data.batch_size if train else (self.data.eval_batch_size or self.data.batch_size)
-        return make_loader(self.sets[name], batch_size=batch, train=train, seed=self.seed,
-                           num_workers=self.data.num_workers, collate_fn=self.collate)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
 
 def _read_ids(path: str | None) -> list[str] | None:
@@ -206,7 +144,7 @@ class HandwritingRecipe(Recipe):
 
     name = "handwriting"
     data_schema = HandwritingData
-    task_schema = HandwritingTask
+    options_schema = HandwritingOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -235,7 +173,7 @@ class HandwritingRecipe(Recipe):
             val = self._read(d.val or d.train, d.val_ids)
         else:
             if not 0.0 < d.val_fraction < 1.0:
-                raise ValueError(f"data.val_fraction must be in (0, 1) without data.val, got {d.val_fraction}")
+                raise ValueError(f"data.val_fraction must be in (0, 1) without data.val, received {d.val_fraction}")
             if len(train) < 2:
                 raise ValueError(f"handwriting: {d.train!r} has {len(train)} usable line(s); holding out "
                                  f"data.val_fraction={d.val_fraction} for validation needs at least 2. Add lines, "
@@ -277,7 +215,7 @@ class HandwritingRecipe(Recipe):
         return TextLineDataset(records, height=d.height, augment=augment, invert=d.invert,
                                min_width=d.min_width, max_width=d.max_width)
 
-    def build_datamodule(self, *, predict_input: str | None = None) -> pl.LightningDataModule:
+    def build_datamodule(self, *, predict_input: str | None = None) -> DataModule:
         d = self.data
         augment = LineAugment(seed=self.config.seed, strength=d.augment_strength) if d.augment else None
         if d.format == "digits":
@@ -290,8 +228,8 @@ class HandwritingRecipe(Recipe):
             sets = {"train": self._lines(recs["train"], augment), "val": self._lines(recs["val"]),
                     "test": self._lines(recs["test"])}
         sets["predict"] = sets["test"] if predict_input is None else self._lines(self._predict_records(predict_input))
-        encode = self.charset.encode
-        return _LineData(sets, LineCollate(encode), d, self.config.seed)
+        return DataModule(sets, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
+                          seed=self.config.seed, collate_fn=LineCollate(self.charset.encode), recipe=self.name)
 
     def _predict_records(self, source: str) -> list[LineRecord]:
         path = Path(source)
@@ -318,9 +256,7 @@ class HandwritingRecipe(Recipe):
         return self._model
 
     def build_adapter(self) -> LineCTC:
-        from mmix_applied.adapters import CTC
-
-        return LineCTC(CTC(blank=0, zero_infinity=self.task.zero_infinity))
+        return LineCTC(CTC(blank=0, zero_infinity=self.options.zero_infinity))
 
     def build_metrics(self, stage: str) -> Any:
         from torchmetrics import MetricCollection
@@ -363,15 +299,5 @@ class HandwritingRecipe(Recipe):
         path = Path(path)
         if path.name == "predictions.csv":
             path = path.with_suffix(".tsv")
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = [row for batch in predictions for row in batch]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                for image, text in rows:
-                    handle.write(f"{image}\t{text}\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_table(path, rows, delimiter="\t")

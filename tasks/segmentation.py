@@ -8,15 +8,15 @@ encoder stage; every tensor crossing the cut, the U-Net skips included, is mixed
 Data (``data.source``): ``brain`` (the embedded MNI152 tissue default, :mod:`mmix_applied.data.brain`),
 ``folders`` (2D image/mask folders) or ``datalist`` (3D Decathlon-style NIfTI datalist), see
 :mod:`mmix_applied.data.segmentation`. Validation and test are unmixed; metrics: Dice per class
-and mean Dice (MONAI), pixel NLL and ECE (:mod:`mmix_applied.tasks.segmentation_metrics`). 3D
-models evaluate and predict whole volumes by sliding-window inference (:class:`SlidingWindowNet`).
+and mean Dice (MONAI), pixel NLL and ECE (:mod:`mmix_applied.metrics.segmentation`). 3D models evaluate
+and predict whole volumes by sliding-window inference
+(:class:`mmix_applied.models.sliding_window.SlidingWindowNet`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmix_applied.tasks.base import DataConfig, Recipe
-from mmix_applied.tasks.segmentation_data import SegmentationDataModule
-from mmix_applied.tasks.segmentation_metrics import SegmentationMetrics
+from mmix_applied.adapters import Segmentation
+from mmix_applied.data.brain import TISSUE_CLASSES
+from mmix_applied.engine.datamodule import DataModule
+from mmix_applied.engine.predictions import write_table
+from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.metrics import SegmentationMetrics
+from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
+from mmix_applied.tasks.segmentation_data import SegmentationDatasets
 
-__all__ = ["SegmentationData", "SegmentationRecipe", "SegmentationTask", "SlidingWindowNet"]
+__all__ = ["SegmentationData", "SegmentationOptions", "SegmentationRecipe"]
 
 
 @dataclasses.dataclass
@@ -104,8 +109,8 @@ class SegmentationData(DataConfig):
 
 
 @dataclasses.dataclass
-class SegmentationTask:
-    """The ``task`` section of the segmentation recipe.
+class SegmentationOptions:
+    """The ``options`` section of the segmentation recipe.
 
     Attributes:
         dice_weight: Weight of the soft Dice term of the loss.
@@ -126,49 +131,12 @@ class SegmentationTask:
     ece_bins: int = 15
 
 
-class SlidingWindowNet(nn.Module):
-    """A 3D network that, in ``eval()`` mode, runs MONAI ``sliding_window_inference`` on whole
-    volumes; in training mode it is the network itself (patches go straight through).
-
-    The mix points are the wrapped network's (``mix_points``), so mixing is unchanged.
-
-    Args:
-        net: The network.
-        roi_size: Window size.
-        sw_batch_size: Windows per forward pass.
-        overlap: Overlap of neighbouring windows.
-    """
-
-    def __init__(self, net: nn.Module, *, roi_size: list[int], sw_batch_size: int = 4, overlap: float = 0.25) -> None:
-        super().__init__()
-        self.net = net
-        self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), sw_batch_size, overlap
-
-    def mix_points(self) -> list[str]:
-        """The wrapped network's default points, named from this module."""
-        from mmix_applied.points import INPUT, default_points
-
-        return [f"net.{p}" for p in default_points(self.net) if p != INPUT]
-
-    def backbone_names(self) -> list[str]:
-        """The wrapped network's backbone modules, named from this module."""
-        return [f"net.{n}" for n in _backbone_names(self.net)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.net(x)
-        from monai.inferers import sliding_window_inference
-
-        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.net, overlap=self.overlap,
-                                        mode="gaussian")
-
-
 class SegmentationRecipe(Recipe):
     """2D/3D segmentation with smp or MONAI networks (see the module docstring)."""
 
     name = "segmentation"
     data_schema = SegmentationData
-    task_schema = SegmentationTask
+    options_schema = SegmentationOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -178,16 +146,26 @@ class SegmentationRecipe(Recipe):
         if d.source == "brain" and (d.mode, d.num_classes, d.in_channels) != ("multiclass", 4, 1):
             raise ValueError(
                 "data.source=brain has 4 tissue classes (background, CSF, grey matter, white matter) in one "
-                f"channel: set data.mode=multiclass, data.num_classes=4, data.in_channels=1 (got {d.mode}, "
+                f"channel: set data.mode=multiclass, data.num_classes=4, data.in_channels=1 (received {d.mode}, "
                 f"{d.num_classes}, {d.in_channels})"
             )
         if d.source == "folders" and d.spatial_dims != 2 or d.source == "datalist" and d.spatial_dims != 3:
             raise ValueError(f"data.source={d.source} needs data.spatial_dims={2 if d.source == 'folders' else 3}")
 
     # ------------------------------------------------------------------ builders
-    def build_datamodule(self, *, predict_input: str | None = None) -> SegmentationDataModule:
-        self._datamodule = SegmentationDataModule(self.data, seed=self.config.seed, predict_input=predict_input)
-        return self._datamodule
+    def build_datamodule(self, *, predict_input: str | None = None) -> DataModule:
+        d = self.data
+        self._datasets = SegmentationDatasets(d, seed=self.config.seed, predict_input=predict_input)
+        collate = None
+        if d.spatial_dims == 3:
+            from monai.data import list_data_collate  # MONAI loads only for 3D runs
+
+            collate = list_data_collate
+        return DataModule({split: functools.partial(self._datasets, split) for split in ("train", "val", "test",
+                                                                                         "predict")},
+                          batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size or (1 if d.spatial_dims == 3 else d.batch_size),
+                          num_workers=d.num_workers, seed=self.config.seed, collate_fn=collate, recipe=self.name)
 
     def build_model(self) -> nn.Module:
         extra: dict[str, Any] = {}
@@ -196,33 +174,29 @@ class SegmentationRecipe(Recipe):
         net = self.create_model(num_classes=self.data.num_classes, in_channels=self.data.in_channels, **extra)
         if self.data.spatial_dims == 2:
             if not any(hasattr(net, a) for a in ("backbone_names", "encoder", "backbone")):
-                net.backbone_names = _backbone_names(net)  # MONAI nets: the encoder levels
+                net.backbone_names = backbone_names(net)  # MONAI nets: the encoder levels
             return net
-        roi = self.task.roi_size or self.data.patch_size
-        return SlidingWindowNet(net, roi_size=list(roi), sw_batch_size=self.task.sw_batch_size,
-                                overlap=self.task.sw_overlap)
+        roi = self.options.roi_size or self.data.patch_size
+        return SlidingWindowNet(net, roi_size=list(roi), sw_batch_size=self.options.sw_batch_size,
+                                overlap=self.options.sw_overlap)
 
     def build_adapter(self) -> Any:
-        from mmix_applied.adapters import Segmentation
-
-        return Segmentation(self.data.num_classes, mode=self.data.mode, dice_weight=self.task.dice_weight,
-                            ce_weight=self.task.ce_weight, ignore_index=self.data.ignore_index,
-                            include_background=self.task.include_background)
+        return Segmentation(self.data.num_classes, mode=self.data.mode, dice_weight=self.options.dice_weight,
+                            ce_weight=self.options.ce_weight, ignore_index=self.data.ignore_index,
+                            include_background=self.options.include_background)
 
     def class_names(self) -> list[str]:
         """Per-class names used in metric keys."""
         if self.data.class_names:
             return list(self.data.class_names)
         if self.data.source == "brain":
-            from mmix_applied.data.brain import TISSUE_CLASSES
-
             return list(TISSUE_CLASSES)
         return [f"class{i}" for i in range(self.data.num_classes)]
 
     def build_metrics(self, stage: str) -> SegmentationMetrics:
         return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
                                    ignore_index=self.data.ignore_index, class_names=self.class_names(),
-                                   include_background=self.task.include_background, n_bins=self.task.ece_bins)
+                                   include_background=self.options.include_background, n_bins=self.options.ece_bins)
 
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,8 +238,7 @@ class SegmentationRecipe(Recipe):
 
         image = item["image"]
         item["pred"] = MetaTensor(item["pred"], meta=dict(image.meta))  # meta holds the affine
-        datamodule = getattr(self, "_datamodule", None)
-        transform = getattr(datamodule, "predict_transform", None)
+        transform = getattr(getattr(self, "_datasets", None), "predict_transform", None)
         if transform is None or not getattr(image, "applied_operations", None):
             return item["pred"]
         inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
@@ -279,27 +252,8 @@ class SegmentationRecipe(Recipe):
         written = []
         for row in rows:
             written.append((row["name"], _write_mask(row, out_dir, binary=self.data.mode == "binary")))
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", "mask"])
-            writer.writerows((name, str(file.relative_to(path.parent))) for name, file in written)
-        os.replace(tmp, path)
-        return path
-
-
-def _backbone_names(net: nn.Module) -> list[str]:
-    """Backbone modules for the optimizer's backbone learning rate: ``backbone_names``, an smp
-    ``encoder``, else the encoder levels (the default mix points without the input)."""
-    declared = getattr(net, "backbone_names", None)
-    if declared is not None:
-        return list(declared() if callable(declared) else declared)
-    for attr in ("encoder", "backbone"):
-        if isinstance(getattr(net, attr, None), nn.Module):
-            return [attr]
-    from mmix_applied.points import INPUT, default_points
-
-    return [p for p in default_points(net) if p != INPUT]
+        return write_table(path, [(name, str(file.relative_to(path.parent))) for name, file in written],
+                           header=["name", "mask"])
 
 
 def _plain(value: Any) -> torch.Tensor:
@@ -333,5 +287,6 @@ def _write_mask(row: dict[str, Any], out_dir: Path, *, binary: bool) -> Path:
             cv2.imwrite(str(out_dir / f"{row['name']}_label{c}.png"), (mask[c] * 255).astype(np.uint8))
         return out_dir / f"{row['name']}_label0.png"
     file = out_dir / f"{row['name']}.png"
-    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16))
+    dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
+    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(dtype))
     return file

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
@@ -87,12 +86,12 @@ def smp_unet_reference(u, x, point, lam, perm):
     k = names.index(point)
     features = [x]
     h = x
-    for name, stage in stages[:k]:
+    for _, stage in stages[:k]:
         h = stage(h)
         features.append(h)
     features = [mixf(f, lam, perm) for f in features]  # everything crossing the cut
     h = features[-1]
-    for name, stage in stages[k:]:
+    for _, stage in stages[k:]:
         h = stage(h)
         features.append(h)
     return u.segmentation_head(u.decoder(features))

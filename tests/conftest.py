@@ -1,8 +1,7 @@
-"""Shared test set-up: small thread pools, no network, quiet albumentations."""
+"""Shared test set-up: small thread pools and a seeded global RNG.
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+(albumentations' update check is switched off by the package root, the one place that sets it.)
+"""
 
 import pytest
 import torch

@@ -12,9 +12,9 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+from _bad_input_helpers import no_network, png, says, snapshot, truncate  # noqa: F401  (autouse fixture)
 
 from mmix_applied.config import load_config
-from _bad_input_helpers import no_network, png, says, snapshot, truncate  # noqa: F401  (autouse fixture)
 
 
 # --------------------------------------------------------------------------- 2D segmentation folders

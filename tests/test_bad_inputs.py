@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _bad_input_helpers import no_network, png, says, snapshot, truncate  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from mmix_applied import ManifoldMixup
 from mmix_applied.adapters import CTC, Classification, Regression, Segmentation
 from mmix_applied.config import ConfigError, ConfigKeyError, ConfigTypeError, load_config
-
-from _bad_input_helpers import no_network, png, says, snapshot, truncate  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "classification.yaml"
@@ -244,7 +243,7 @@ def _yaml(tmp_path, raw):
 @pytest.mark.parametrize("raw, key, suggestion", [
     ({"mix": {"alpah": 0.4}}, "'mix.alpah'", "Did you mean 'alpha'?"),
     ({"recipe": "handwriting", "data": {"tain": "lines.tsv"}}, "'data.tain'", "Did you mean 'train'?"),
-    ({"recipe": "segmentation", "task": {"dice_wieght": 0.5}}, "'task.dice_wieght'", "Did you mean 'dice_weight'?"),
+    ({"recipe": "segmentation", "options": {"dice_wieght": 0.5}}, "'options.dice_wieght'", "Did you mean 'dice_weight'?"),
 ])
 def test_misspelled_config_keys_in_every_recipe(tmp_path, raw, key, suggestion):
     path = _yaml(tmp_path, raw)
@@ -256,9 +255,9 @@ def test_misspelled_config_keys_in_every_recipe(tmp_path, raw, key, suggestion):
 
 
 @pytest.mark.parametrize("raw, key, expected", [
-    ({"recipe": "segmentation", "data": {"num_classes": "four"}}, "'data.num_classes'", "expected int, got str 'four'"),
-    ({"recipe": "segmentation", "data": {"patch_size": 64}}, "'data.patch_size'", "expected list[int], got int 64"),
-    ({"recipe": "handwriting", "data": {"height": "32px"}}, "'data.height'", "expected int, got str '32px'"),
+    ({"recipe": "segmentation", "data": {"num_classes": "four"}}, "'data.num_classes'", "expected int, received str 'four'"),
+    ({"recipe": "segmentation", "data": {"patch_size": 64}}, "'data.patch_size'", "expected list[int], received int 64"),
+    ({"recipe": "handwriting", "data": {"height": "32px"}}, "'data.height'", "expected int, received str '32px'"),
 ])
 def test_wrong_types_in_recipe_sections(tmp_path, raw, key, expected):
     path = _yaml(tmp_path, raw)
@@ -272,14 +271,14 @@ def test_wrong_types_in_recipe_sections(tmp_path, raw, key, expected):
 def test_negative_alpha_in_config():
     with pytest.raises(ConfigError) as err:
         load_config(CONFIG, ["mix.alpha=-0.5"])
-    says(err, "'mix.alpha'", "must be > 0", "(got -0.5)", "try 2.0")
+    says(err, "'mix.alpha'", "must be > 0", "(received -0.5)", "try 2.0")
 
 
 @pytest.mark.parametrize("recipe", ["segmentation", "handwriting"])
 def test_batch_size_one_with_mixing_in_config(recipe):
     with pytest.raises(ConfigError) as err:
         load_config({"recipe": recipe, "data": {"batch_size": 1}})
-    says(err, "'data.batch_size'", "got 1", "raise it or set mix.variant=none")
+    says(err, "'data.batch_size'", "received 1", "raise it or set mix.variant=none")
 
 
 def test_misspelled_model_option_names_the_config_key():

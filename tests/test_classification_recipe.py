@@ -2,6 +2,7 @@
 seeded augmentation and data order, predictions."""
 
 import csv
+import sys
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from mmix_applied.data.images import (
     subsample_per_class,
 )
 from mmix_applied.data.mnist import load_mnist, mnist_splits
+from mmix_applied.engine.recipe import RECIPES, DataConfig, Recipe, get_recipe, list_recipes, register_recipe
 from mmix_applied.engine.sampling import SeededRandomSampler, make_loader
-from mmix_applied.tasks.base import RECIPES, DataConfig, Recipe, get_recipe, list_recipes, register_recipe
 from mmix_applied.tasks.classification import ClassificationRecipe
 
 
@@ -38,10 +39,17 @@ def _recipe(*overrides):
     return ClassificationRecipe(load_config(None, ["model.name=test_resnet", *overrides]))
 
 
-def test_registry_is_lazy_and_strict():
+def test_registry_is_lazy_and_strict(tmp_path, monkeypatch):
     assert {"classification", "segmentation", "handwriting"} <= set(list_recipes())
-    assert RECIPES["handwriting"] == "mmix_applied.tasks.handwriting:HandwritingRecipe" or isinstance(
-        RECIPES["handwriting"], type)
+    # A recipe registered by name is not imported until first used, then the class replaces the name.
+    (tmp_path / "lazy_probe_recipe.py").write_text(
+        "from mmix_applied.engine.recipe import Recipe\n\nclass Probe(Recipe):\n    name = 'lazy_probe'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(RECIPES, "lazy_probe", "lazy_probe_recipe:Probe")
+    assert "lazy_probe_recipe" not in sys.modules
+    probe = get_recipe("lazy_probe")
+    assert "lazy_probe_recipe" in sys.modules and probe.__name__ == "Probe" and RECIPES["lazy_probe"] is probe
+    monkeypatch.delitem(sys.modules, "lazy_probe_recipe")
     assert get_recipe("classification") is ClassificationRecipe
     with pytest.raises(KeyError, match="registered recipes: .*classification"):
         get_recipe("nope")
@@ -79,7 +87,7 @@ def test_labels_per_class_is_reproducible():
     with pytest.raises(ValueError, match="class 0 has only 10"):
         subsample_per_class(labels, 11, seed=0)
     recipe = _recipe("data.labels_per_class=5")
-    train = recipe.build_datamodule().train_set
+    train = recipe.build_datamodule().dataset("train")
     assert len(train) == 50 and np.bincount(train.labels).tolist() == [5] * 10
 
 
@@ -91,8 +99,8 @@ def test_image_folder_recipe_splits_and_batches(tmp_path):
                      "data.val_fraction=0.2", "data.test_fraction=0.2")
     assert recipe.num_classes == 3 and recipe.channels == 3
     dm = recipe.build_datamodule()
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 6, 6)
-    paths = [{p for p, _ in ds.items} for ds in (dm.train_set, dm.val_set, dm.test_set)]
+    assert tuple(len(dm.dataset(s)) for s in ("train", "val", "test")) == (18, 6, 6)
+    paths = [{p for p, _ in ds.items} for ds in (dm.dataset(s) for s in ("train", "val", "test"))]
     assert not (paths[0] & paths[1]) and not (paths[0] & paths[2]) and not (paths[1] & paths[2])
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -101,7 +109,7 @@ def test_image_folder_recipe_splits_and_batches(tmp_path):
 
 
 def test_csv_source_relative_paths_and_errors(tmp_path):
-    root = _write_images(tmp_path / "imgs", classes=("a", "b"), per_class=3)
+    _write_images(tmp_path / "imgs", classes=("a", "b"), per_class=3)
     table = tmp_path / "labels.csv"
     with table.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -39,7 +39,7 @@ def test_defaults_and_recipe_sections():
     assert isinstance(cfg, Config)
     assert cfg.train.max_epochs == 10 and cfg.mix.alpha == 2.0
     assert type(cfg.data).__name__ == "ClassificationData" and cfg.data.source == "mnist"
-    assert type(cfg.task).__name__ == "ClassificationTask"
+    assert type(cfg.options).__name__ == "ClassificationOptions"
 
 
 def test_unknown_key_names_it_lists_valid_keys_and_suggests():
@@ -75,7 +75,7 @@ def test_wrong_type_names_key_and_expected_type(raw, key, expected):
 
 
 def test_choices_and_ranges():
-    with pytest.raises(ConfigError, match=r"'mix.variant'.*did you mean 'manifold'"):
+    with pytest.raises(ConfigError, match=r"'mix.variant'.*Did you mean 'manifold'"):
         parse_config({"mix": {"variant": "manifld"}})
     with pytest.raises(ConfigError, match=r"'mix.alpha'.*> 0"):
         parse_config({"mix": {"alpha": 0}})
@@ -138,12 +138,20 @@ def test_docs_list_every_key_with_its_default():
     import dataclasses
 
     from mmix_applied import config as C
-    from mmix_applied.tasks.classification import ClassificationData, ClassificationTask
+    from mmix_applied.tasks.classification import ClassificationData, ClassificationOptions
 
     doc = (CONFIGS.parent / "docs" / "configs.md").read_text()
     sections = {"run": C.RunConfig, "model": C.ModelConfig, "mix": C.MixConfig, "optim": C.OptimConfig,
                 "scheduler": C.SchedulerConfig, "train": C.TrainConfig, "data": ClassificationData,
-                "task": ClassificationTask}
+                "options": ClassificationOptions}
     for name, cls in sections.items():
         for field in dataclasses.fields(cls):
             assert f"`{name}.{field.name}`" in doc, f"docs/configs.md misses {name}.{field.name}"
+
+
+def test_the_old_task_section_names_its_new_name():
+    with pytest.raises(ConfigKeyError, match=r"'task' is now called 'options'.*'options\.<key>='"):
+        load_config({"recipe": "classification", "task": {"label_smoothing": 0.1}})
+    with pytest.raises(ConfigKeyError, match="now called 'options'"):
+        load_config(None, ["task.label_smoothing=0.1"])
+    assert load_config(None, ["options.label_smoothing=0.1"]).options.label_smoothing == 0.1

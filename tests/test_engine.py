@@ -168,8 +168,21 @@ def test_fit_runs_with_network_blocked(tmp_path, monkeypatch):
 
 
 def test_precision_and_accumulation_pass_through(tmp_path):
-    run = fit(tiny(tmp_path, "train.max_epochs=1", "train.precision=bf16-mixed", "train.accumulate_grad_batches=2",
-                   "train.gradient_clip_val=1.0", "train.limit_val_batches=0"))
-    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 1  # 2 batches accumulated into one optimizer step
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    dtypes = {}
+    for precision in ("bf16-mixed", "32"):
+        seen: set = set()
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda module, args, out, seen=seen: seen.add(out.dtype) if isinstance(module, torch.nn.Conv2d) else None)
+        try:
+            run = fit(tiny(tmp_path / precision, "train.max_epochs=1", f"train.precision={precision}",
+                           "train.accumulate_grad_batches=2", "train.gradient_clip_val=1.0",
+                           "train.limit_val_batches=0"))
+        finally:
+            handle.remove()
+        dtypes[precision] = seen
+        ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+        assert ckpt["global_step"] == 1  # 2 batches accumulated into one optimizer step
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+        assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())  # master weights stay fp32
+    assert dtypes["bf16-mixed"] == {torch.bfloat16}  # bf16 autocast was applied to the convolutions
+    assert dtypes["32"] == {torch.float32}  # control: without it they run in float32

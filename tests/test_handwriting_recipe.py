@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmix_applied.adapters.lines import LineTargets, ctc_feasible
 from mmix_applied.config import load_config
 from mmix_applied.plan import MixPlan
-from mmix_applied.tasks.handwriting import HandwritingRecipe, LineTargets, ctc_feasible
+from mmix_applied.tasks.handwriting import HandwritingRecipe
 from mmix_applied.text import UnknownCharacterError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -177,7 +178,7 @@ def test_digit_test_lines_do_not_depend_on_the_run_seed():
     sets = {}
     for seed in (0, 1):
         dm = _recipe(f"seed={seed}", "data.digits.train_lines=5", "data.digits.test_lines=5").build_datamodule()
-        sets[seed] = {name: [dm.sets[name][i]["text"] for i in range(5)] for name in ("train", "test")}
+        sets[seed] = {name: [dm.dataset(name)[i]["text"] for i in range(5)] for name in ("train", "test")}
     assert sets[0]["test"] == sets[1]["test"]
     assert sets[0]["train"] != sets[1]["train"]
 

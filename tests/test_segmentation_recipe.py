@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmix_applied.config import load_config
-from mmix_applied.tasks.segmentation import SegmentationRecipe, SlidingWindowNet
-from mmix_applied.tasks.segmentation_metrics import SegmentationMetrics
+from mmix_applied.metrics import SegmentationMetrics
+from mmix_applied.models.sliding_window import SlidingWindowNet
+from mmix_applied.tasks.segmentation import SegmentationRecipe
 
 
 def test_metrics_match_monai_dice_and_torch_nll():

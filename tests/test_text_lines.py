@@ -173,35 +173,30 @@ def test_collate_rejects_mixed_heights_and_empty_batches():
 def test_augmentation_is_seeded_and_keeps_shape():
     rng = np.random.default_rng(0)
     image = (rng.random((32, 90)) > 0.8).astype(np.uint8) * 255
-    a = [LineAugment(seed=3, p=1.0)(image) for _ in range(2)]
-    b = LineAugment(seed=4, p=1.0)(image)
+    a = [LineAugment(seed=3, p=1.0)(image, index=0) for _ in range(2)]
+    b = LineAugment(seed=4, p=1.0)(image, index=0)
     assert a[0].shape == image.shape and a[0].dtype == np.uint8
     assert np.array_equal(a[0], a[1]) and not np.array_equal(a[0], b)
     with pytest.raises(ValueError, match="strength"):
         LineAugment(strength=-1)
 
 
-def test_augmentation_stream_depends_on_seed_epoch_and_worker_only(monkeypatch):
-    import types
-
-    import mmix_applied.data.text_lines as text_lines
-
+def test_augmentation_depends_on_seed_epoch_and_index_only():
+    """The one rule (mmix_applied.data.seeding): a line's draw is a function of (seed, epoch, index),
+    whatever was drawn before it (so worker layout and resume points cannot change it)."""
     image = (np.random.default_rng(1).random((32, 90)) > 0.8).astype(np.uint8) * 255
 
-    def draws(*, worker=None, epoch=0):
-        info = None if worker is None else types.SimpleNamespace(id=worker, seed=12345)
-        monkeypatch.setattr(text_lines, "get_worker_info", lambda: info)
+    def draw(index, *, epoch=0, before=()):
         augment = LineAugment(seed=3, p=1.0)
         augment.set_epoch(epoch)
-        return [augment(image) for _ in range(2)]
+        for other in before:  # earlier lines drawn by the same object (another order, another worker)
+            augment(image, index=other)
+        return augment(image, index=index)
 
-    main, main_again = draws(), draws()
-    w0, w1, epoch1 = draws(worker=0), draws(worker=1), draws(epoch=1)
-    assert all(np.array_equal(x, y) for x, y in zip(main, main_again))  # reproducible
-    assert not np.array_equal(main[0], main[1])  # a stream, not one draw repeated
-    for other in (w0, w1, epoch1):
-        assert not np.array_equal(main[0], other[0])
-    assert not np.array_equal(w0[0], w1[0])  # workers don't repeat each other
+    first = draw(5)
+    assert np.array_equal(first, draw(5, before=(0, 1, 9)))  # history does not matter
+    assert not np.array_equal(first, draw(6))  # another line, another draw
+    assert not np.array_equal(first, draw(5, epoch=1))  # another epoch, another draw
 
 
 def test_tsv_without_text_for_prediction_lists(tmp_path):

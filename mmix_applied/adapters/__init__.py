@@ -7,3 +7,4 @@ from .regression import Regression
 from .segmentation import Segmentation
 
 __all__ = ["TaskAdapter", "Classification", "MultiLabel", "Regression", "Segmentation", "CTC"]
+from .lines import *  # noqa: E402,F403  (LineCTC, LineTargets, ctc_feasible: text lines for the CTC adapter)

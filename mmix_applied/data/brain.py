@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from mmix_applied.data.seeding import SeededAugmentation
 
 __all__ = [
     "SPLITS",
@@ -134,7 +135,7 @@ def brain_slabs(
     """
     bad = sorted(set(pattern) - set(SPLITS))
     if bad or thickness < 1 or gap < 0:
-        raise ValueError(f"pattern entries must be in {SPLITS} (got {bad}), thickness >= 1, gap >= 0")
+        raise ValueError(f"pattern entries must be in {SPLITS} (received {bad}), thickness >= 1, gap >= 0")
     area = (labels > 0).sum(axis=(0, 1))
     z = np.flatnonzero(area >= min_brain_fraction * area.max())
     lo, hi = int(z[0]), int(z[-1]) + 1
@@ -157,7 +158,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
 
 
-class BrainSlices2D(Dataset):
+class BrainSlices2D(SeededAugmentation):
     """Axial slices of one split as ``(image (1, H, W) float32, labels (H, W) int64)``.
 
     Slices are shown anterior at the top, the subject's left/right along the width, so a
@@ -170,7 +171,7 @@ class BrainSlices2D(Dataset):
         gap: Slices dropped on each side of held-out slabs.
         transform: Albumentations pipeline on ``image=`` (H, W, 1) and ``mask=``
             (:func:`mmix_applied.data.segmentation.build_2d_transforms`).
-        seed: Reseeds ``transform`` per DataLoader worker.
+        seed: Seed of the augmentation, drawn per sample from ``(seed, epoch, index)``.
     """
 
     def __init__(
@@ -183,12 +184,12 @@ class BrainSlices2D(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         seed: int | None = None,
     ) -> None:
+        super().__init__(seed=seed)
         _check_split(split)
         vol = load_brain_volumes(resolution)
         self.slabs = brain_slabs(vol.labels, thickness=thickness, gap=gap)[split]
         self.slices = [z for a, b in self.slabs for z in range(a, b)]
-        self.volumes, self.transform, self.seed = vol, transform, seed
-        self._worker_seed: int | None = None
+        self.volumes, self.transform = vol, transform
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -201,14 +202,9 @@ class BrainSlices2D(Dataset):
         return np.ascontiguousarray(image), np.ascontiguousarray(labels).astype(np.int64)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self.seed is not None and self._worker_seed != info.seed:
-            self._worker_seed = info.seed
-            if hasattr(self.transform, "set_random_seed"):
-                self.transform.set_random_seed((self.seed + info.seed) % 2**32)
         image, labels = self.raw(index)
         image = image[:, :, None]
-        if self.transform is not None:
+        if self.seed_for(self.transform, index) is not None:
             out = self.transform(image=image, mask=labels)
             image, labels = out["image"], out["mask"]
         x = torch.from_numpy(np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1))).float()
@@ -242,7 +238,7 @@ def build_brain_3d_transforms(
     return compose
 
 
-class BrainSlabs3D(Dataset):
+class BrainSlabs3D(SeededAugmentation):
     """Axial slabs of one split as MONAI dicts ``{"image": (1, X, Y, Z), "label": (1, X, Y, Z)}``
     (MetaTensors carrying each slab's affine), transformed by ``transform`` (for training,
     :func:`build_brain_3d_transforms` returns a list of patches per slab). ONE template brain.
@@ -253,6 +249,7 @@ class BrainSlabs3D(Dataset):
         thickness: Slab thickness in slices; at least the patch depth.
         gap: Slices dropped on each side of held-out slabs.
         transform: A MONAI dict transform.
+        seed: Seed of the augmentation, drawn per sample from ``(seed, epoch, index)``.
     """
 
     def __init__(
@@ -263,7 +260,9 @@ class BrainSlabs3D(Dataset):
         thickness: int = 12,
         gap: int = 1,
         transform: Callable[[dict[str, Any]], Any] | None = None,
+        seed: int | None = 0,
     ) -> None:
+        super().__init__(seed=seed)
         _check_split(split)
         self.volumes = load_brain_volumes(resolution)
         self.slabs = brain_slabs(self.volumes.labels, thickness=thickness, gap=gap)[split]
@@ -286,5 +285,5 @@ class BrainSlabs3D(Dataset):
             "label": MetaTensor(torch.from_numpy(self.volumes.labels[None, :, :, start:stop].astype(np.float32)),
                                 affine=affine, meta=dict(meta)),
         }
-        return self.transform(item) if self.transform is not None else item
+        return self.seed_for(self.transform, index)(item) if self.transform is not None else item
 

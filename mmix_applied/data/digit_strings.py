@@ -11,6 +11,7 @@ beyond line accuracy. Line ``i`` of a split is drawn from its own generator seed
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ def split_glyphs(
         ``{"train": idx, "val": idx, "test": idx}``, sorted index arrays that never overlap.
     """
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+        raise ValueError(f"fractions must be three positive numbers summing to 1, received {fractions}")
     rng = np.random.default_rng(seed)
     pools: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
     for cls in np.unique(labels):
@@ -135,7 +136,8 @@ class DigitStrings(Dataset):
         glyph_seed: Seed of the glyph split; keep it equal across the splits of one experiment.
         fractions: Share of each class's glyphs in train, val and test.
         space_prob: Probability of a word gap (and a ``" "`` in the text) after each inner digit.
-        augment: Applied to each height-normalised line (e.g. ``LineAugment``); None for evaluation.
+        augment: Applied to each height-normalised line as ``augment(image, index=i)`` (e.g.
+            ``LineAugment``); None for evaluation.
         min_width: Narrow lines are padded to this width.
     """
 
@@ -151,17 +153,17 @@ class DigitStrings(Dataset):
         glyph_seed: int = 0,
         fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
         space_prob: float = 0.0,
-        augment: Callable[[np.ndarray], np.ndarray] | None = None,
+        augment: Callable[..., np.ndarray] | None = None,
         min_width: int = 1,
     ) -> None:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ValueError(f"split must be one of {SPLITS}, received {split!r}")
         if not 1 <= min_digits <= max_digits:
-            raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
+            raise ValueError(f"need 1 <= min_digits <= max_digits, received {min_digits} and {max_digits}")
         if num_lines < 1:
-            raise ValueError(f"num_lines must be >= 1, got {num_lines}")
+            raise ValueError(f"num_lines must be >= 1, received {num_lines}")
         if not 0.0 <= space_prob < 1.0:
-            raise ValueError(f"space_prob must be in [0, 1), got {space_prob}")
+            raise ValueError(f"space_prob must be in [0, 1), received {space_prob}")
         self.split, self.num_lines, self.height = split, int(num_lines), int(height)
         self.min_digits, self.max_digits = int(min_digits), int(max_digits)
         self.seed, self.space_prob = int(seed), float(space_prob)
@@ -199,5 +201,6 @@ class DigitStrings(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, text, _ = self.line(index)
-        tensor = prepare_line(image, height=self.height, augment=self.augment, min_width=self.min_width)
+        augment = functools.partial(self.augment, index=index) if self.augment is not None else None
+        tensor = prepare_line(image, height=self.height, augment=augment, min_width=self.min_width)
         return {"image": tensor, "text": text, "width": tensor.shape[-1], "source": f"digits:{self.split}:{index}"}

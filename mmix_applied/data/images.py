@@ -12,17 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-import albumentations as A  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
+from mmix_applied.data.constants import IMAGE_SUFFIXES
+from mmix_applied.data.seeding import SeededAugmentation
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ArrayImageDataset",
     "ImageFileDataset",
+    "IndexedDataset",
     "build_transforms",
     "list_image_folder",
     "read_image",
@@ -30,7 +32,7 @@ __all__ = [
     "subsample_per_class",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the shared tuple (mmix_applied.data.constants), under its old name
 
 
 def list_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[str]]:
@@ -114,7 +116,7 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     import cv2
 
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), received {channels}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
@@ -145,7 +147,7 @@ def build_transforms(*, image_size: int, train: bool, augment: str = "light", ch
     from albumentations.pytorch import ToTensorV2
 
     if augment not in ("none", "light", "standard"):
-        raise ValueError(f"augment must be 'none', 'light' or 'standard', got {augment!r}")
+        raise ValueError(f"augment must be 'none', 'light' or 'standard', received {augment!r}")
     if mean is None:
         mean = (0.5,) * channels if channels != 3 else (0.485, 0.456, 0.406)
     if std is None:
@@ -170,7 +172,7 @@ def subsample_per_class(labels: Sequence[int] | np.ndarray, labels_per_class: in
     if labels_per_class is None:
         return np.arange(len(labels))
     if labels_per_class < 1:
-        raise ValueError(f"labels_per_class must be >= 1 or null, got {labels_per_class}")
+        raise ValueError(f"labels_per_class must be >= 1 or null, received {labels_per_class}")
     rng = np.random.default_rng(seed)
     chosen = []
     for cls in np.unique(labels):
@@ -182,25 +184,18 @@ def subsample_per_class(labels: Sequence[int] | np.ndarray, labels_per_class: in
     return np.sort(np.concatenate(chosen))
 
 
-class _SeededAugmentation(Dataset):
+class _SeededAugmentation(SeededAugmentation):
     """Base: applies ``transform`` with a per-sample seed from ``(seed, epoch, index)``."""
 
     def __init__(self, transform: A.Compose | None, seed: int) -> None:
+        super().__init__(seed=seed)
         self.transform = transform
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the engine at each epoch start so augmentation differs per epoch, reproducibly."""
-        self.epoch = int(epoch)
 
     def _apply(self, image: np.ndarray, index: int) -> torch.Tensor:
         if self.transform is None:
             tensor = torch.from_numpy(np.array(image.transpose(2, 0, 1))).float() / 255.0
             return tensor
-        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
-        self.transform.set_random_seed(sample_seed)
-        return self.transform(image=image)["image"].float()
+        return self.seed_for(self.transform, index)(image=image)["image"].float()
 
 
 class ArrayImageDataset(_SeededAugmentation):
@@ -216,7 +211,7 @@ class ArrayImageDataset(_SeededAugmentation):
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4:
-            raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
+            raise ValueError(f"images must be (N, H, W) or (N, H, W, C), received shape {images.shape}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
@@ -250,3 +245,20 @@ class ImageFileDataset(_SeededAugmentation):
         path, label = self.items[index]
         image = read_image(path, channels=self.channels)
         return self._apply(image, index), torch.tensor(-1 if label is None else label)
+
+
+class IndexedDataset(Dataset):
+    """Adds each item's index to it (``(*item, index)``), so predictions map back to their inputs.
+
+    Args:
+        dataset: Items that are tuples.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from mmix_applied.engine.io import atomic_write_text
+from mmix_applied._io import atomic_write_text
 from mmix_applied.engine.modelzoo import set_backbone_trainable
 
 __all__ = ["BackboneFreeze", "EpochToDataset", "RankSummary"]

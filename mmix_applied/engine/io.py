@@ -1,46 +1,25 @@
-"""Atomic file writes (temporary file in the same folder, fsync, rename) and safe checkpoint I/O.
+"""Safe checkpoint I/O: atomic saves (through :mod:`mmix_applied._io`) and ``weights_only`` loads.
 
 A kill during a save leaves the previous file intact; checkpoints load with ``weights_only=True``.
+``atomic_write`` and ``atomic_write_text`` are re-exported from :mod:`mmix_applied._io`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from mmix_applied._io import atomic_write, atomic_write_text
 
 __all__ = ["AtomicCheckpointIO", "CheckpointError", "atomic_write", "atomic_write_text", "load_checkpoint"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or holds objects that are not safe to load."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from mmix_applied.engine.errors import ConfigTypeError
 from mmix_applied.models import create_model, param_groups, set_backbone_trainable
 
 __all__ = ["backbone_param_groups", "build_model", "set_backbone_trainable"]
@@ -15,7 +16,7 @@ def build_model(model_cfg: Any, *, num_classes: int, in_channels: int, **extra: 
     """Build ``model_cfg.family``/``model_cfg.name`` with ``num_classes`` outputs and ``in_channels`` inputs.
 
     Args:
-        model_cfg: The ``model`` config section (:class:`mmix_applied.config.ModelConfig`).
+        model_cfg: The ``model`` config section (:class:`mmix_applied.engine.config.schema.ModelConfig`).
         num_classes: Output classes.
         in_channels: Input channels.
         **extra: Builder options overriding ``model_cfg.options``.
@@ -26,8 +27,6 @@ def build_model(model_cfg: Any, *, num_classes: int, in_channels: int, **extra: 
     except TypeError as err:  # a misspelled or unsupported builder option from model.options
         if "unexpected keyword argument" not in str(err) or not model_cfg.options:
             raise
-        from mmix_applied.config import ConfigTypeError
-
         raise ConfigTypeError(
             f"config key 'model.options': {model_cfg.family}/{model_cfg.name} does not take one of "
             f"{sorted(model_cfg.options)} ({err}); remove or rename it (see docs/models.md for each "

@@ -14,9 +14,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from mmix_applied.config import Config, config_to_dict
+from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.modelzoo import backbone_param_groups
 from mmix_applied.engine.optim import build_optimizer, build_scheduler
+from mmix_applied.mixer import ManifoldMixup
 
 __all__ = ["MixupModule", "NonFiniteLossError", "build_mixer"]
 
@@ -30,8 +31,6 @@ def build_mixer(model: torch.nn.Module, config: Config, *, seed_offset: int = 0)
     mix = config.mix
     if mix.variant == "none":
         return None
-    from mmix_applied import ManifoldMixup
-
     points: Any = ["input"] if mix.variant == "input" else mix.points
     return ManifoldMixup(model, points=points, alpha=mix.alpha, mode=mix.mode, lam_per_sample=mix.lam_per_sample,
                          prob=mix.prob, seed=config.seed + seed_offset)
@@ -150,7 +149,8 @@ class MixupModule(pl.LightningModule):
         optimizer = build_optimizer(groups, cfg.optim)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
-        scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total, steps_per_epoch=max(1, total // epochs))
+        scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total,
+                                    steps_per_epoch=max(1, total // epochs))
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -20,7 +20,7 @@ def build_optimizer(groups: list[dict[str, Any]], optim_cfg: Any) -> torch.optim
     if name == "sgd":
         return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
                                nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay)
-    raise ValueError(f"optim.name must be 'adamw', 'adam' or 'sgd', got {name!r}")
+    raise ValueError(f"optim.name must be 'adamw', 'adam' or 'sgd', received {name!r}")
 
 
 class WarmupSchedule:

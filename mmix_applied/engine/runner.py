@@ -22,10 +22,12 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from mmix_applied.config import Config, read_yaml, parse_config, save_config
+from mmix_applied._io import atomic_write_text
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
-from mmix_applied.engine.io import AtomicCheckpointIO, atomic_write_text
+from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
+from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
+from mmix_applied.engine.recipe import get_recipe
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
 
@@ -140,16 +142,15 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
 
 
 def _quiet_lightning() -> None:
-    for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*",
-                    ".*Experiment logs directory.*", ".*number of training batches.*smaller than the logging interval.*",
+    for message in (".*does not have many workers.*", ".*LeafSpec.*",
+                    ".*Checkpoint directory.*exists and is not empty.*", ".*Experiment logs directory.*",
+                    ".*number of training batches.*smaller than the logging interval.*",
                     ".*callbacks used to create the checkpoint need to be provided.*", ".*dirpath has changed from.*",
                     ".*`training_step` returned `None`.*"):
         warnings.filterwarnings("ignore", message=message)
 
 
 def _setup(config: Config, seed: bool = True) -> tuple[Any, MixupModule]:
-    from mmix_applied.tasks.base import get_recipe
-
     _quiet_lightning()
     if seed:
         pl.seed_everything(config.seed, workers=True, verbose=False)

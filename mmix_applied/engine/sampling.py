@@ -47,7 +47,7 @@ def make_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int = 0
     """A DataLoader; training loaders shuffle with :class:`SeededRandomSampler` and drop the last
     partial batch (mixing needs >= 2 samples)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ValueError(f"batch_size must be >= 1, received {batch_size}")
     if train and len(dataset) < batch_size and (drop_last is None or drop_last):
         raise ValueError(f"the training set has {len(dataset)} samples, fewer than batch_size={batch_size}: "
                          "every batch would be dropped; lower data.batch_size")

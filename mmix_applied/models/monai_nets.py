@@ -15,18 +15,21 @@ Default points are the encoder levels of each network, read from the network's s
   ``bottleneck``).
 * ``SwinUNETR``: the Swin encoder stages ``swinViT.patch_embed`` and ``swinViT.layersK.0``.
 
-The core (:mod:`mmix_applied.points`) imports :func:`monai_points` lazily; it answers None for
-models that are not one of these networks. Whatever a network saves for later (U-Net skips, the
-raw input that SwinUNETR's ``encoder1`` reads) is mixed at the cut by the core, which computes
-the live set of the traced graph.
+Importing this module registers :func:`monai_points` with :mod:`mmix_applied.points`; it answers
+None for models that are not one of these networks (without importing MONAI). Whatever a
+network saves for later (U-Net skips, the raw input that SwinUNETR's ``encoder1`` reads) is
+mixed at the cut by the core, which computes the live set of the traced graph.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch import nn
+
+from mmix_applied.points import register_point_resolver
 
 from ._registry import close_matches
 
@@ -169,6 +172,7 @@ def _swin_points(model: nn.Module) -> list[str]:
     return points
 
 
+@register_point_resolver
 def monai_points(model: nn.Module) -> list[str] | None:
     """Default mix points (module names, without ``"input"``) of a MONAI network, or None.
 

@@ -3,21 +3,26 @@
 ``create_model("smp", "unet", num_classes=4, encoder_name="resnet34")`` is
 ``smp.create_model`` with ``encoder_weights=None`` (weights come from local files only) and
 ``classes=num_classes``. Every smp encoder works, including ``tu-`` timm encoders. Default mix
-points (input + encoder stages, skip-consistent) are resolved by :mod:`mmix_applied.points` from
-smp's encoder contract; the core mixes every encoder feature computed before the cut that the
-decoder reads.
+points (input + encoder stages, skip-consistent) come from smp's encoder contract
+(:func:`smp_points`, registered with :mod:`mmix_applied.points`); the core mixes every encoder
+feature computed before the cut that the decoder reads.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
+import torch
 from torch import nn
 
-from ._registry import close_matches
+from mmix_applied.points import register_point_resolver
 
-__all__ = ["build_smp", "smp_names", "smp_encoder_names", "DEFAULT_ENCODER"]
+from ._registry import close_matches
+from .timm_models import timm_points
+
+__all__ = ["build_smp", "smp_names", "smp_encoder_names", "smp_points", "DEFAULT_ENCODER"]
 
 DEFAULT_ENCODER = "resnet18"
 
@@ -105,3 +110,54 @@ def build_smp(
     return smp.create_model(
         key, encoder_name=encoder_name, encoder_weights=None, in_channels=in_channels, classes=num_classes, **options
     )
+
+
+@register_point_resolver
+def smp_points(model: nn.Module) -> list[str] | None:
+    """Default mix points of an smp model: the encoder modules that produce the features its
+    decoder reads (found with one probe forward), or None for a model that is not smp's.
+
+    smp is looked up in ``sys.modules``: a model of it cannot exist unless it was imported.
+    """
+    smp = sys.modules.get("segmentation_models_pytorch")
+    if smp is None or not isinstance(model, smp.base.SegmentationModel):
+        return None
+    encoder = model.encoder
+    prefix = next(n for n, m in model.named_modules() if m is encoder)
+    in_ch = getattr(encoder, "_in_channels", None) or 3
+    producers: dict[int, str] = {}
+
+    def hook(name: str):
+        def record(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                producers[id(output)] = name  # the last module to finish with this tensor wins
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in encoder.named_modules() if n]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            features = encoder(torch.zeros(1, in_ch, 64, 64, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    points, unmatched = [], 0
+    for feat in features[1:]:
+        name = producers.get(id(feat))
+        if name is not None:
+            points.append(f"{prefix}.{name}")
+        elif feat.numel():
+            unmatched += 1
+    inner = getattr(encoder, "model", None)
+    if unmatched and inner is not None:
+        # A timm encoder whose features are reshaped tokens (smp's DPT with a ViT): no module
+        # returns them, so cut at the blocks the timm model itself lists.
+        nested = timm_points(inner)
+        if nested:
+            return [f"{prefix}.model.{n}" for n in nested]
+    return points

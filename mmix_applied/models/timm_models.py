@@ -3,7 +3,7 @@
 The builder is ``timm.create_model`` with ``pretrained=False`` always (local weights are loaded by
 :func:`mmix_applied.models.weights.load_weights`). Options such as ``drop_rate``,
 ``drop_path_rate`` and ``img_size`` pass straight through. Default mix points are what the
-model's own ``feature_info`` lists (resolved by :mod:`mmix_applied.points`).
+model's own ``feature_info`` lists (:func:`timm_points`, registered with :mod:`mmix_applied.points`).
 
 Fine-tuning on small labeled sets (Verma et al. 2019 mix hidden states of pretrained networks as
 well): :func:`set_backbone_trainable` freezes the backbone for the first epochs, and
@@ -17,6 +17,8 @@ from typing import Any
 
 from torch import nn
 
+from mmix_applied.points import register_point_resolver
+
 from ._registry import close_matches
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "backbone_prefixes",
     "set_backbone_trainable",
     "param_groups",
+    "timm_points",
 ]
 
 
@@ -161,7 +164,8 @@ def param_groups(
         ``torch.optim`` optimizer (learning rates are absolute; there is no ``lr_scale`` key).
     """
     if lr <= 0 or backbone_lr_mult < 0:
-        raise ValueError(f"need lr > 0 and backbone_lr_mult >= 0; received lr={lr}, backbone_lr_mult={backbone_lr_mult}.")
+        raise ValueError(f"need lr > 0 and backbone_lr_mult >= 0; received lr={lr}, "
+                         f"backbone_lr_mult={backbone_lr_mult}.")
     prefixes, inverted = _resolve(model, backbone)
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     scale_of: dict[int, float] = {}
@@ -189,3 +193,34 @@ def param_groups(
             groups[key] = {"params": [], "lr": lr * scale, "weight_decay": wd, "name": tag}
         groups[key]["params"].append(p)
     return list(groups.values())
+
+
+@register_point_resolver
+def timm_points(model: nn.Module) -> list[str] | None:
+    """Default mix points of a timm model: the modules its ``feature_info`` lists, or None.
+
+    Token models (ViT, DeiT) list every block at one resolution; they get the patch embedding and
+    four blocks spread over the depth. Answers None for a model that is not timm's (checked from
+    ``type(model).__module__``, without importing timm).
+    """
+    info = getattr(model, "feature_info", None)
+    if info is None or "timm" not in type(model).__module__:
+        return None
+    entries = [dict(e) for e in info] if not hasattr(info, "get_dicts") else info.get_dicts()
+    names = dict(model.named_modules())
+    modules = []
+    for e in entries:
+        name = e.get("module")
+        for candidate in (name, str(name).replace("_", ".")):
+            if candidate in names:
+                modules.append(candidate)
+                break
+    reductions = {e.get("reduction") for e in entries}
+    if len(modules) > 6 and len(reductions) == 1:
+        # Token models (ViT, DeiT): every block is listed at one resolution. Take the patch
+        # embedding and a spread of four blocks instead of all of them.
+        n = len(modules)
+        spread = [modules[round(i * (n - 1) / 3)] for i in range(4)]
+        embed = ["patch_embed"] if "patch_embed" in names else []
+        return embed + list(dict.fromkeys(spread))
+    return modules

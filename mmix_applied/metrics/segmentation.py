@@ -2,7 +2,7 @@
 
 Dice is MONAI's (``monai.metrics.compute_dice`` on one-hot predictions and truth; a class absent
 from the truth of a sample counts as NaN and is skipped, as ``DiceMetric(reduction="mean_batch")``
-does). Pixel NLL and the expected calibration error come from :mod:`mmix_applied.metrics`
+does). Pixel NLL and the expected calibration error come from :mod:`mmix_applied.metrics.calibration`
 (per pixel; binary and multilabel outputs count each label as a binary sigmoid). They measure
 the calibrated likelihood that Manifold Mixup (Verma et al., ICML 2019) is known to improve. All
 state is summed: exact under DDP (torchmetrics syncs it) and constant in memory.
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from mmix_applied.metrics import ExpectedCalibrationError, NegativeLogLikelihood
+from mmix_applied.data.constants import SEGMENTATION_MODES
+from mmix_applied.metrics.calibration import ExpectedCalibrationError, NegativeLogLikelihood
 
 __all__ = ["SegmentationMetrics"]
 
@@ -44,8 +45,8 @@ class SegmentationMetrics(torchmetrics.Metric):
     def __init__(self, *, num_classes: int, mode: str = "multiclass", ignore_index: int | None = None,
                  class_names: Sequence[str] | None = None, include_background: bool = False, n_bins: int = 15) -> None:
         super().__init__()
-        if mode not in ("multiclass", "binary", "multilabel"):
-            raise ValueError(f"mode={mode!r} is not one of multiclass, binary, multilabel")
+        if mode not in SEGMENTATION_MODES:
+            raise ValueError(f"mode={mode!r} is not one of {', '.join(SEGMENTATION_MODES)}")
         names = list(class_names) if class_names is not None else [f"class{i}" for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names for num_classes={num_classes}: {names}")

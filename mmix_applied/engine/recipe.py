@@ -7,23 +7,24 @@ through the methods below.
 
 Writing a recipe:
 
-1. Two dataclasses for the config sections the recipe owns: ``data`` and ``task``. Every field
+1. Two dataclasses for the config sections the recipe owns: ``data`` and ``options``. Every field
    has a default; field types are checked strictly by :mod:`mmix_applied.config` (``int``,
    ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``,
    ``dict[str, X]``, nested dataclasses). Subclass :class:`DataConfig` to get the shared
    ``batch_size``/``eval_batch_size``/``num_workers`` keys.
-2. A :class:`Recipe` subclass setting ``name``, ``data_schema`` and ``task_schema`` and
+2. A :class:`Recipe` subclass setting ``name``, ``data_schema`` and ``options_schema`` and
    implementing ``build_datamodule``, ``build_model``, ``build_adapter``, ``build_metrics`` and
    ``write_predictions``. Override ``split_batch``, ``update_metrics`` and ``predict_step`` when
    the batch or the outputs are not plain ``(input, target)`` / tensors.
-3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported lazily) or a call to
+3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported on first use: recipes sit in
+   the layer above the engine, so the registry names them instead of importing them) or a call to
    :func:`register_recipe`.
 
-Exact resume (same batches, same augmentation after a kill) needs a data order and augmentation
-that depend on no hidden RNG state: build training loaders with
-:func:`mmix_applied.engine.sampling.make_loader` (a sampler seeded by ``(seed, epoch)``), and give
-training data sets a ``set_epoch(epoch)`` method if they augment — the engine calls it at every
-epoch start, and augmentation can then be seeded from ``(seed, epoch, index)``.
+A new recipe is one file in ``tasks/`` and one YAML in ``configs/``. Exact resume (same batches,
+same augmentation after a kill) comes with :class:`mmix_applied.engine.datamodule.DataModule`:
+its training loader draws its order from ``(seed, epoch)``, and training data sets that augment
+derive from :class:`mmix_applied.data.seeding.SeededAugmentation` (``set_epoch``, which the engine
+calls at every epoch start, and one seed per ``(seed, epoch, index)``).
 
 What the engine does with a recipe, per step::
 
@@ -44,13 +45,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+from torch import nn
+
+from mmix_applied._hints import did_you_mean
+from mmix_applied.engine.modelzoo import build_model
+
 if TYPE_CHECKING:  # pragma: no cover
     import lightning.pytorch as pl
-    import torch
     import torchmetrics
-    from torch import nn
 
-    from mmix_applied.config import Config
+    from mmix_applied.engine.config.schema import Config
 
 __all__ = [
     "RECIPES",
@@ -80,7 +85,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class NoOptions:
-    """An empty config section, for a recipe without ``task`` options."""
+    """An empty config section, for a recipe without ``options``."""
 
 
 class Recipe:
@@ -88,15 +93,15 @@ class Recipe:
 
     Args:
         config: The resolved, validated :class:`mmix_applied.config.Config`; ``config.data`` and
-            ``config.task`` are instances of this recipe's ``data_schema`` and ``task_schema``.
+            ``config.options`` are instances of this recipe's ``data_schema`` and ``options_schema``.
     """
 
     #: Registry name, e.g. ``"classification"``.
     name: ClassVar[str] = ""
     #: Dataclass of the ``data`` section.
     data_schema: ClassVar[type] = DataConfig
-    #: Dataclass of the ``task`` section.
-    task_schema: ClassVar[type] = NoOptions
+    #: Dataclass of the ``options`` section.
+    options_schema: ClassVar[type] = NoOptions
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -107,9 +112,9 @@ class Recipe:
         return self.config.data
 
     @property
-    def task(self) -> Any:
-        """The validated ``task`` section (an instance of ``task_schema``)."""
-        return self.config.task
+    def options(self) -> Any:
+        """The validated ``options`` section (an instance of ``options_schema``)."""
+        return self.config.options
 
     # ----------------------------------------------------------------- required
     def build_datamodule(self, *, predict_input: str | None = None) -> pl.LightningDataModule:
@@ -126,7 +131,7 @@ class Recipe:
         raise NotImplementedError
 
     def build_adapter(self) -> Any:
-        """Return the task adapter (``mmix_applied.adapters``) whose ``loss(out, y, plan)`` trains."""
+        """Return the adapter (``mmix_applied.adapters``) whose ``loss(out, y, plan)`` trains."""
         raise NotImplementedError
 
     def build_metrics(self, stage: str) -> torchmetrics.Metric | torchmetrics.MetricCollection:
@@ -154,7 +159,7 @@ class Recipe:
         """Split a train/val/test batch into ``(model_input, target)``; default ``batch[0], batch[1]``."""
         if not isinstance(batch, Sequence) or len(batch) < 2:
             raise TypeError(
-                f"recipe {self.name!r}: expected a batch (input, target), got {type(batch).__name__}; "
+                f"recipe {self.name!r}: expected a batch (input, target), received {type(batch).__name__}; "
                 "override Recipe.split_batch for other batch structures"
             )
         return batch[0], batch[1]
@@ -165,7 +170,7 @@ class Recipe:
 
     def predict_step(self, model: nn.Module, batch: Any) -> Any:
         """Run the model (in eval mode, no grad) on a predict batch; default ``model(batch[0])``."""
-        x = batch[0] if isinstance(batch, Sequence) and not _is_tensor(batch) else batch
+        x = batch[0] if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor) else batch
         return model(x)
 
     def callbacks(self) -> list[Any]:
@@ -181,15 +186,7 @@ class Recipe:
             in_channels: Input channels of the recipe's data.
             **extra: Further builder options; they override ``model.options`` from the config.
         """
-        from mmix_applied.engine.modelzoo import build_model
-
         return build_model(self.config.model, num_classes=num_classes, in_channels=in_channels, **extra)
-
-
-def _is_tensor(obj: Any) -> bool:
-    import torch
-
-    return isinstance(obj, torch.Tensor)
 
 
 # --------------------------------------------------------------------- registry
@@ -227,7 +224,8 @@ def get_recipe(name: str) -> type[Recipe]:
         ImportError: If the recipe's module cannot be imported.
     """
     if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; registered recipes: {', '.join(list_recipes())}")
+        raise KeyError(f"unknown recipe {name!r}{did_you_mean(name, RECIPES)}; registered recipes: "
+                       f"{', '.join(list_recipes())}")
     target = RECIPES[name]
     if isinstance(target, str):
         module_name, _, attr = target.partition(":")

@@ -41,9 +41,9 @@ def flatten_scores(preds: Tensor, target: Tensor, *, from_logits: bool = True,
         ValueError: On shape mismatches or targets outside ``[0, C)``.
     """
     if preds.dim() < 2:
-        raise ValueError(f"preds must be (N, C) or (B, C, *spatial), got shape {tuple(preds.shape)}")
+        raise ValueError(f"preds must be (N, C) or (B, C, *spatial), received shape {tuple(preds.shape)}")
     if target.is_floating_point():
-        raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
+        raise ValueError(f"target must hold integer class indices, received dtype {target.dtype}")
     if preds.dim() > 2:
         c = preds.shape[1]
         preds = preds.movedim(1, -1).reshape(-1, c)
@@ -199,7 +199,7 @@ class ExpectedCalibrationError(_ScoreMetric):
     def __init__(self, *, n_bins: int = 15, **kwargs) -> None:
         super().__init__(**kwargs)
         if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+            raise ValueError(f"n_bins must be >= 1, received {n_bins}")
         self.n_bins = n_bins
         for name in ("bin_count", "bin_conf", "bin_acc"):
             self.add_state(name, torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")

@@ -1,0 +1,37 @@
+"""Segmentation masks: the three modes and the check of a mask's values, shared by 2D and 3D data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from mmix_applied.data.constants import SEGMENTATION_MODES
+
+__all__ = ["MaskMode", "check_mask_values"]
+
+MaskMode = Literal["multiclass", "binary", "multilabel"]
+
+
+def check_mask_values(
+    mask: np.ndarray, *, mode: MaskMode, num_classes: int, ignore_index: int | None = None, source: str = "mask"
+) -> None:
+    """Raise ``ValueError`` if ``mask`` holds values its mode does not allow.
+
+    multiclass: integers in ``[0, num_classes)``; binary and multilabel: 0 or 1; ``ignore_index``
+    is allowed everywhere.
+    """
+    if mode not in SEGMENTATION_MODES:
+        raise ValueError(f"mask mode {mode!r} is not one of {', '.join(SEGMENTATION_MODES)}")
+    values = np.unique(mask)
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    valid = range(num_classes) if mode == "multiclass" else (0, 1)
+    bad = [int(v) if float(v).is_integer() else v for v in values.tolist() if v not in valid or float(v) != int(v)]
+    if bad:
+        allowed = f"0..{num_classes - 1}" if mode == "multiclass" else "0 and 1"
+        hint = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"{source} has values {bad[:8]} outside the {mode} range ({allowed}{hint}); check num_classes, "
+            "the mask mode, or set data.ignore_index for 'unlabelled' pixels"
+        )

@@ -1,0 +1,82 @@
+"""Config files and overrides: read YAML safely, apply dotted ``key=value`` overrides, save atomically."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmix_applied._io import atomic_write_text
+from mmix_applied.engine.config.schema import Config, ConfigError, ConfigTypeError, config_to_dict
+from mmix_applied.engine.config.validate import parse_config
+
+__all__ = ["apply_overrides", "dump_config", "load_config", "read_yaml", "save_config"]
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted ``key=value`` overrides applied (values parsed as YAML).
+
+    Example: ``apply_overrides(raw, ["train.max_epochs=3", "mix.points=[input,layer1]"])``.
+
+    Raises:
+        ConfigError: For an override without ``=`` or one that descends into a non-mapping.
+    """
+    out = copy.deepcopy(dict(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_epochs=3)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist; see configs/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigTypeError(f"config file {str(path)!r}: expected a mapping of sections, "
+                              f"received {type(raw).__name__}")
+    return raw
+
+
+def load_config(source: str | os.PathLike | Mapping[str, Any] | None = None,
+                overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML file (or mapping; ``None`` for all defaults), apply overrides, validate."""
+    raw = dict(source) if isinstance(source, Mapping) else read_yaml(source) if source is not None else {}
+    return parse_config(apply_overrides(raw, overrides))
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return atomic_write_text(path, dump_config(cfg))
