@@ -30,18 +30,17 @@ from typing import Any
 
 import torch
 
+from mmix_applied._io import atomic_write_text
 from mmix_applied.compare_report import (
     plot_metric_bars,
     plot_reliability,
     plot_validation_curves,
     render_report,
 )
-from mmix_applied.config import load_config
-from mmix_applied.engine import MixupModule, fit, load_checkpoint, predict, test
-from mmix_applied.engine.io import atomic_write_text
+from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict, test
+from mmix_applied.engine.config import load_config
 from mmix_applied.metrics import ExpectedCalibrationError
 from mmix_applied.spectrum import ClassSpectra, class_spectra, collect_states, plot_spectra
-from mmix_applied.tasks.base import get_recipe
 
 __all__ = ["VARIANTS", "compare", "read_predictions", "reliability_bins", "run_name"]
 

@@ -288,7 +288,7 @@ def plot_validation_curves(rows: Sequence[Mapping[str, Any]], path: str | os.Pat
     axes = np.atleast_1d(fig.subplots(math.ceil(len(keys) / cols), cols)).reshape(-1)
     for ax, key in zip(axes, keys):
         labelled = set()
-        for variant, seed, curves in runs:
+        for variant, _seed, curves in runs:
             if key in curves:
                 epochs, values = zip(*curves[key])
                 ax.plot(epochs, values, marker=".", color=_COLORS.get(variant), alpha=0.8,

@@ -10,7 +10,8 @@ task adapters all share one implementation, and tests can recompute expected val
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ __all__ = ["mix", "mix_value", "box_mask", "lam_view", "BatchDims"]
 #: tuple/list output (``None`` leaves that element unmixed). ``nn.LSTM`` without ``batch_first``
 #: returns ``(out, (h, c))``, all batch-at-dim-1, so ``1`` covers it; with ``batch_first`` use
 #: ``(0, 1)``: the sequence at dim 0, both hidden states at dim 1.
-BatchDims = Union[int, None, Sequence[Any]]
+BatchDims = int | None | Sequence[Any]
 
 
 def lam_view(lam: Tensor, like: Tensor, batch_dim: int = 0) -> Tensor:

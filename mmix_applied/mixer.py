@@ -12,19 +12,35 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
 from .functional import BatchDims, mix_value
-from .graph import (EAGER_CHECKS, TraceFailed, build_cut_graph, call_key, concrete_args_for, forward_signature,
-                    is_current, trace_for_points)
+from .graph import (
+    EAGER_CHECKS,
+    TraceFailed,
+    build_cut_graph,
+    call_key,
+    concrete_args_for,
+    forward_signature,
+    is_current,
+    trace_for_points,
+)
 from .plan import MixPlan, sample_beta, sample_box
 from .points import INPUT, default_points, resolve_batch_dims, validate_points
-from .routing import (MixingForward, RecompileBudget, attached_mixer, enclosing_ddp, plain_state_of,
-                      remove_plain_state, unwrap)
+from .routing import (
+    MixingForward,
+    RecompileBudget,
+    attached_mixer,
+    enclosing_ddp,
+    plain_state_of,
+    remove_plain_state,
+    unwrap,
+)
 
 __all__ = ["ManifoldMixup", "MODES"]
 
@@ -110,7 +126,8 @@ class ManifoldMixup:
                 "twice), or call its close() before making a new one."
             )
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha must be a number > 0 (Beta(alpha, alpha)); received {alpha!r}. Typical: 2.0 or 0.2.")
+            raise ValueError(f"alpha must be a number > 0 (Beta(alpha, alpha)); received {alpha!r}. Typical: "
+                             f"2.0 or 0.2.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; received {mode!r}.")
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
@@ -170,7 +187,7 @@ class ManifoldMixup:
         self._ddp_ref: Any = None  # the DDP wrapper found around the model (see _check_not_bypassing_ddp)
 
     @staticmethod
-    def attached(model: nn.Module) -> "ManifoldMixup | None":
+    def attached(model: nn.Module) -> ManifoldMixup | None:
         """The open mixer attached to ``model`` (or to the module inside a DDP/compile wrapper), or None."""
         return attached_mixer(unwrap(model)) if isinstance(model, nn.Module) else None
 
@@ -397,7 +414,7 @@ class ManifoldMixup:
             current.mixer = None
         self._active = None
 
-    def __deepcopy__(self, memo: dict) -> "ManifoldMixup":
+    def __deepcopy__(self, memo: dict) -> ManifoldMixup:
         """A copy of the mixer (e.g. inside a deep-copied LightningModule) is a new mixer attached to
         the copy of its model, with the same settings and generator state; never a detached one that
         would return plans for a forward that does not mix."""
@@ -411,7 +428,7 @@ class ManifoldMixup:
         new.enabled = self.enabled
         return new
 
-    def __enter__(self) -> "ManifoldMixup":
+    def __enter__(self) -> ManifoldMixup:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,8 +8,8 @@ hidden states, skip connections and targets consistent within a step. All random
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -40,7 +40,7 @@ class MixPlan:
         """Number of samples the plan was drawn for."""
         return int(self.perm.shape[0])
 
-    def to(self, device: torch.device | str) -> "MixPlan":
+    def to(self, device: torch.device | str) -> MixPlan:
         """The same plan with its tensors on ``device`` (no copy when they are there already)."""
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return MixPlan(self.point, move(self.lam), move(self.perm), move(self.box))

@@ -53,7 +53,7 @@ class MixingForward:
             return self.original(*args, **kwargs)
         return mixer._forward_mixed(plan, self.original, args, kwargs)
 
-    def __deepcopy__(self, memo: dict) -> "MixingForward":
+    def __deepcopy__(self, memo: dict) -> MixingForward:
         import copy
 
         return MixingForward(copy.deepcopy(self.model, memo), None, None)

@@ -51,7 +51,8 @@ def main(mode: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    import os, traceback
+    import os
+    import traceback
     try:
         main(sys.argv[1], Path(sys.argv[2]))
     except BaseException:

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 import torch
+from _reference_models import mixf
 from torch import nn
 
 from mmix_applied import ManifoldMixup, MixPlan
-from _reference_models import mixf
 
 LAM = torch.tensor(0.3)
 PERM = torch.tensor([1, 2, 0])

@@ -21,13 +21,14 @@ PACKAGES = {"mmix_applied": ROOT / "mmix_applied", "mmix_applied.tasks": ROOT / 
 LAYERS = {
     "mmix_applied._io": 0, "mmix_applied._hints": 0, "mmix_applied._version": 0,
     "mmix_applied.functional": 1, "mmix_applied.plan": 1, "mmix_applied.points": 1, "mmix_applied.graph": 1,
-    "mmix_applied.mixer": 1,
+    "mmix_applied.mixer": 1, "mmix_applied.routing": 1,
     "mmix_applied.adapters": 2,
     "mmix_applied.models": 3, "mmix_applied.text": 3,
     "mmix_applied.data": 4, "mmix_applied.metrics": 4, "mmix_applied.plots": 4,
-    "mmix_applied.calibration": 4,
+    "mmix_applied.calibration": 4, "mmix_applied.ood": 4, "mmix_applied.spectrum": 4,
+    "mmix_applied.compare_report": 4,
     "mmix_applied.engine": 5, "mmix_applied.lightning": 5,
-    "mmix_applied.tasks": 6,
+    "mmix_applied.tasks": 6, "mmix_applied.compare": 6,
     "mmix_applied.cli": 7, "mmix_applied.config": 7, "mmix_applied": 7,
 }
 NAMES = {0: "utilities", 1: "core", 2: "adapters", 3: "models", 4: "data", 5: "engine", 6: "tasks (recipes)",

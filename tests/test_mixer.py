@@ -1,17 +1,16 @@
 """The mixing core against hand-written forward passes, and its lifecycle."""
 
 import copy
-import warnings
 
 import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from _reference_models import TinyCRNN, mixf, smp_unet_reference, timm_resnet_reference
 from monai.networks.nets import UNet
 from torch import nn
 
 from mmix_applied import ManifoldMixup, MixPlan
-from _reference_models import TinyCRNN, mixf, smp_unet_reference, timm_resnet_reference
 
 LAM = torch.tensor(0.3)
 

@@ -8,15 +8,15 @@ from torch import nn
 
 from mmix_applied.models import (
     CRNN,
+    _registry,
     create_model,
-    resolve_model_name,
     default_points,
     list_families,
     list_models,
     monai_points,
     register_family,
+    resolve_model_name,
 )
-from mmix_applied.models import _registry
 
 
 def test_families_and_listing():

@@ -7,12 +7,12 @@ import segmentation_models_pytorch as smp
 import torch
 import torch._dynamo
 import torch.distributed as dist
+from _reference_models import mixf, smp_unet_reference
 from torch import nn
 from torch._dynamo.utils import counters
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from mmix_applied import ManifoldMixup, MixPlan
-from _reference_models import mixf, smp_unet_reference
 
 
 def _unet() -> nn.Module:

@@ -110,7 +110,8 @@ class CTC(TaskAdapter):
     def _unpack(self, output, target) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if isinstance(output, (tuple, list)):
             if len(output) != 2:
-                raise ValueError(f"CTC: output must be log_probs or (log_probs, output_lengths); received {len(output)} items.")
+                raise ValueError(f"CTC: output must be log_probs or (log_probs, output_lengths); received "
+                                 f"{len(output)} items.")
             log_probs, out_lengths = output
         else:
             log_probs, out_lengths = output, None
@@ -126,11 +127,14 @@ class CTC(TaskAdapter):
             raise TypeError("CTC: target must be a pair (padded_targets (B, S), target_lengths (B,)).")
         targets, tgt_lengths = (check_tensor(t, n, "CTC") for t, n in zip(target, ("padded_targets", "target_lengths")))
         if targets.is_floating_point() or tgt_lengths.is_floating_point():
-            raise TypeError(f"CTC: targets and lengths must be integer tensors; received {targets.dtype} and {tgt_lengths.dtype}.")
+            raise TypeError(f"CTC: targets and lengths must be integer tensors; received {targets.dtype} and "
+                            f"{tgt_lengths.dtype}.")
         if targets.dim() != 2 or targets.shape[0] != B or tgt_lengths.shape != (B,) or out_lengths.shape != (B,):
             raise ValueError(
-                f"CTC: batch mismatch: log_probs {tuple(log_probs.shape)} (T, B, C), padded_targets {tuple(targets.shape)} "
-                f"(B, S), target_lengths {tuple(tgt_lengths.shape)}, output_lengths {tuple(out_lengths.shape)}; all need B={B}."
+                f"CTC: batch mismatch: log_probs {tuple(log_probs.shape)} (T, B, C), padded_targets "
+                f"{tuple(targets.shape)} "
+                f"(B, S), target_lengths {tuple(tgt_lengths.shape)}, output_lengths {tuple(out_lengths.shape)}; "
+                f"all need B={B}."
             )
         if checking_values(self.validate):
             self._check_values(targets, tgt_lengths, C)
@@ -157,7 +161,8 @@ class CTC(TaskAdapter):
                              "and the model's number of classes.")
         if bool(blank.any()):
             i, j = (int(v) for v in blank.nonzero()[0])
-            raise ValueError(f"CTC: target of sample {i} holds the blank {self.blank} at position {j} (within its length "
+            raise ValueError(f"CTC: target of sample {i} holds the blank {self.blank} at position {j} (within "
+                             f"its length "
                              f"{int(lengths[i])}); labels must be in {labels}. Encode characters from "
                              f"{1 if self.blank == 0 else 0}, or set CTC(blank=...) to the model's blank index.")
 
@@ -174,8 +179,10 @@ class CTC(TaskAdapter):
         bad = ~torch.isfinite(losses)
         if bool(bad.any()):
             rows = bad.nonzero().flatten().tolist()
-            message = (f"CTC: infinite loss for samples {rows}: their target (lengths {tgt_len[bad].tolist()}) cannot be "
-                       f"aligned in the output length ({out_len[bad].tolist()} steps; repeated labels need a blank between). "
+            message = (f"CTC: infinite loss for samples {rows}: their target (lengths {tgt_len[bad].tolist()}) "
+                       f"cannot be "
+                       f"aligned in the output length ({out_len[bad].tolist()} steps; repeated labels need a "
+                       f"blank between). "
                        "Use wider inputs or a model with less downsampling, or CTC(zero_infinity=True) to skip them.")
             if not self.zero_infinity:
                 raise ValueError(message)

@@ -7,7 +7,7 @@ The NaN/Inf check runs in eager calls only (skipped under ``torch.compile``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

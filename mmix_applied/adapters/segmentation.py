@@ -118,7 +118,8 @@ class Segmentation(TaskAdapter):
         else:
             spatial = mask.dim() - 1
         if spatial not in (2, 3):
-            raise ValueError(f"Segmentation({self.mode}): cannot read a mask of shape {tuple(mask.shape)}; valid layouts "
+            raise ValueError(f"Segmentation({self.mode}): cannot read a mask of shape {tuple(mask.shape)}; "
+                             f"valid layouts "
                              f"are {_LAYOUTS[self.mode]}. A one-hot multiclass mask needs mask.argmax(1); or pass "
                              "spatial=2 or spatial=3.")
         return spatial
@@ -202,13 +203,15 @@ class Segmentation(TaskAdapter):
         output = check_tensor(output, "output", "Segmentation")
         channels = 1 if self.mode == "binary" else self.num_classes
         if output.dim() not in (4, 5) or output.shape[1] != channels:
-            raise ValueError(f"Segmentation({self.mode}): output must be (B, {channels}, H, W) or (B, {channels}, D, H, W) "
+            raise ValueError(f"Segmentation({self.mode}): output must be (B, {channels}, H, W) or (B, "
+                             f"{channels}, D, H, W) "
                              f"logits; received shape {tuple(output.shape)}. Check the network's out channels.")
         check_batch(output, check_tensor(target, "target", "Segmentation"), "Segmentation")
         spatial = output.dim() - 2
         soft, valid = self.soft_targets(target.to(output.device), spatial)
         if tuple(soft.shape[2:]) != tuple(output.shape[2:]):
-            raise ValueError(f"Segmentation: mask spatial size {tuple(soft.shape[2:])} differs from output spatial size "
+            raise ValueError(f"Segmentation: mask spatial size {tuple(soft.shape[2:])} differs from output "
+                             f"spatial size "
                              f"{tuple(output.shape[2:])}; resize the mask (nearest) or the output to match.")
         if plan is not None:
             soft, valid = self._mix(soft, valid, plan)

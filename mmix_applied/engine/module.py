@@ -166,7 +166,7 @@ class MixupModule(pl.LightningModule):
         if self.trainer.world_size == 1:
             return [state]
         gathered = self.all_gather(state.to(self.device))
-        return [row.cpu() for row in gathered]
+        return [row.cpu().clone() for row in gathered]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         mixer = self.mixer.state_dict() if self.mixer is not None else None
@@ -189,14 +189,14 @@ class MixupModule(pl.LightningModule):
             self.mixer.load_state_dict(state["mixer"])
             per_rank = state.get("rank_mixer") or []
             if 0 < rank < len(per_rank):
-                self.mixer.generator.set_state(per_rank[rank])
+                self.mixer.generator.set_state(per_rank[rank].clone())
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.mixed_steps = int(state.get("mixed_steps", 0))
         if state.get("rng") is not None:
             _set_rng_states(state["rng"])
             per_rank = state.get("rank_torch_rng") or []
             if 0 < rank < len(per_rank):
-                torch.set_rng_state(per_rank[rank])
+                torch.set_rng_state(per_rank[rank].clone())
 
     def on_fit_start(self) -> None:
         if self.config.train.nonfinite_loss == "skip" and self.trainer.world_size > 1:

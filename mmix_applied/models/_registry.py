@@ -12,8 +12,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from torch import nn
 
@@ -86,7 +86,8 @@ def register_family(
         if not callable(fn):
             raise TypeError(f"build must be callable; received {type(fn).__name__}.")
         if name in _FAMILIES:
-            warnings.warn(f"model family {name!r} is registered again; the new builder replaces the old one.")
+            warnings.warn(f"model family {name!r} is registered again; the new builder replaces the old one.",
+                          stacklevel=2)
         _FAMILIES[name] = ModelFamily(name=name, build=fn, names=names, description=description,
                                       contains=contains)
         return fn

@@ -18,7 +18,6 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
