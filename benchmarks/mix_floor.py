@@ -1,6 +1,6 @@
 """The mix alone against its memory-bandwidth floor, at every default point of resnet50 and a Unet.
 
-    python benchmarks/mix_floor.py [--reps 15] [--batch 8] [--size 224] [--unet-size 256]
+    python benchmarks/mix_floor.py [--reps 15] [--batch 8] [--size 224] [--unet-size 256] [--threads 1]
 
 The state at a point is every tensor the mixer mixes there (the point's output, and in a U-Net the
 skips saved before it), recorded from a real mixed forward of the model. For each point and mode
@@ -8,10 +8,12 @@ skips saved before it), recorded from a real mixed forward of the model. For eac
 formula the library used before (``torch.lerp(h.index_select(0, perm), h, lam)`` / ``torch.where``
 and autograd's backward, whose gather backward is a scatter-add), medians over ``--reps``.
 
-Floor: the state's bytes read twice and written once, over the bandwidth of ``Tensor.copy_`` on a
-256 MiB buffer measured in the same process (bytes read + written per second, median). The same
-floor holds for the backward (the gradient read twice, written once). CutMix can beat it: outside
-the box it reads one tensor.
+Floor: the state's bytes read twice and written once at the bandwidth of ``Tensor.copy_`` (which
+reads them once and writes them once): 1.5 x the median time of copying the state's tensors into
+preallocated ones, timed interleaved with the mixes (same sizes, same cache, same machine load).
+The bandwidth of a 256 MiB ``copy_`` is printed once for reference. The same floor holds for the
+backward (the gradient read twice, written once). CutMix can beat it: outside the box it reads
+one tensor.
 """
 
 from __future__ import annotations
@@ -78,59 +80,72 @@ def _old_mix(h: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, box: torch.
     return torch.where(box_mask(box, h.shape[2:]), partner, h)
 
 
-def _time_pair(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+def _interleaved(fns: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
+    """Median seconds of each function, called in turn (order reversed every other rep)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for fn in fns.values():
         fn()
     for i in range(reps):
         for name in names if i % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(fns[name]())
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    return run
+
+
 def time_state(shapes: list[tuple[tuple[int, ...], torch.dtype]], *, cutmix: bool, reps: int) -> dict[str, float]:
-    """Forward and backward seconds of the old and new mix over every tensor of one state."""
+    """Seconds of the old and new mix over every tensor of one state, and of a copy of it.
+
+    The copy (``Tensor.copy_`` of each tensor into a preallocated one, moving the state's bytes
+    once in and once out) runs interleaved with the mixes, so the floor is measured at the same
+    size, cache state and machine load: floor = 1.5 x copy (three transfers instead of two).
+    """
     g = torch.Generator().manual_seed(0)
     hs = [torch.randn(s, generator=g).to(d).requires_grad_() for s, d in shapes]
     grads = [torch.randn(s, generator=g).to(d) for s, d in shapes]
+    sinks = [torch.empty_like(h) for h in hs]
     batch = shapes[0][0][0]
     perm = torch.randperm(batch, generator=g)
     lam = torch.tensor(0.3)
-    box = torch.tensor([[0.25, 0.75]] * (len(shapes[0][0]) - 2)) if cutmix else None
-    boxes = [box if (box is not None and len(s) == len(shapes[0][0])) else None for s, _ in shapes]
+    spatial = len(shapes[0][0]) - 2
+    boxes = [torch.tensor([[0.25, 0.75]] * spatial) if cutmix and len(s) == spatial + 2 else None for s, _ in shapes]
     impl = {"old": _old_mix, "new": lambda h, lam, perm, box: mix(h, lam, perm, box=box)}
-    result: dict[str, float] = {}
-    for phase in ("fwd", "bwd"):
-        fns = {}
-        for name, fn in impl.items():
-            if phase == "fwd":
-                def run(fn=fn):
-                    with torch.no_grad():
-                        return [fn(h.detach(), lam, perm, b) for h, b in zip(hs, boxes)]
-            else:
-                def run(fn=fn):
-                    outs = [fn(h, lam, perm, b) for h, b in zip(hs, boxes)]
-                    t0 = time.perf_counter()
-                    torch.autograd.backward(outs, grads)
-                    for h in hs:
-                        h.grad = None
-                    return time.perf_counter() - t0
-            fns[name] = run
-        if phase == "fwd":
-            for k, v in _time_pair(fns, reps).items():
-                result[f"{k} {phase}"] = v
-        else:  # time the backward only, interleaved
-            samples: dict[str, list[float]] = {k: [] for k in fns}
-            for f in fns.values():
-                f()
-            for i in range(reps):
-                for name in list(fns) if i % 2 == 0 else list(fns)[::-1]:
-                    samples[name].append(fns[name]())
-            for k, v in samples.items():
-                result[f"{k} {phase}"] = statistics.median(v)
+
+    def copy() -> None:
+        with torch.no_grad():
+            for sink, h in zip(sinks, hs):
+                sink.copy_(h)
+
+    def forward(fn: Callable) -> Callable[[], float]:
+        def run() -> None:
+            with torch.no_grad():
+                [fn(h.detach(), lam, perm, b) for h, b in zip(hs, boxes)]
+        return _timed(run)
+
+    def backward(fn: Callable) -> Callable[[], float]:
+        def run() -> float:
+            outs = [fn(h, lam, perm, b) for h, b in zip(hs, boxes)]
+            t0 = time.perf_counter()
+            torch.autograd.backward(outs, grads)
+            elapsed = time.perf_counter() - t0
+            for h in hs:
+                h.grad = None
+            return elapsed
+        return run
+
+    fns = {"copy": _timed(copy)}
+    for name, fn in impl.items():
+        fns[f"{name} fwd"] = forward(fn)
+        fns[f"{name} bwd"] = backward(fn)
+    result = _interleaved(fns, reps)
+    result["floor"] = 1.5 * result["copy"]
     result["bytes"] = float(sum(h.numel() * h.element_size() for h in hs))
     return result
 
@@ -153,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--unet-size", type=int, default=256)
     parser.add_argument("--unet-encoder", default="resnet34")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads (1: steadier on a shared machine; the floor uses the same)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     bw = copy_bandwidth()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, reps {args.reps}, "
           f"copy_ bandwidth {bw / 1e9:.2f} GB/s (read + write)")
@@ -164,17 +179,25 @@ def main(argv: list[str] | None = None) -> int:
               f"| new fwd / floor | new bwd / floor |")
     print(header)
     print("|" + "---|" * 11)
+    totals: dict[str, float] = {}
     for label, model, x in _models(args):
         states = record_states(model, x)
         for point, shapes in states.items():
             for cutmix in (False, True):
                 r = time_state(shapes, cutmix=cutmix, reps=args.reps)
-                floor = 3 * r["bytes"] / bw
-                ms = {k: v * 1e3 for k, v in r.items() if k != "bytes"}
+                floor = r["floor"]
+                ms = {k: v * 1e3 for k, v in r.items()}
                 print(f"| {label} | {point} ({len(shapes)} t) | {'cutmix' if cutmix else 'mixup'} "
                       f"| {r['bytes'] / 2**20:.1f} | {floor * 1e3:.2f} | {ms['old fwd']:.2f} | {ms['old bwd']:.2f} "
                       f"| {ms['new fwd']:.2f} | {ms['new bwd']:.2f} | {r['new fwd'] / floor:.2f} "
                       f"| {r['new bwd'] / floor:.2f} |", flush=True)
+                for key in ("old fwd", "old bwd", "new fwd", "new bwd"):
+                    totals[key] = totals.get(key, 0.0) + r[key]
+                totals["floor"] = totals.get("floor", 0.0) + floor
+    f = totals["floor"]
+    print(f"all points and modes: floor {f * 1e3:.1f} ms each way; forward old {totals['old fwd'] / f:.2f}x, "
+          f"new {totals['new fwd'] / f:.2f}x the floor; backward old {totals['old bwd'] / f:.2f}x, "
+          f"new {totals['new bwd'] / f:.2f}x")
     return 0
 
 

@@ -86,19 +86,6 @@ _MAX_LOOP_BATCH = 1024
 _MIN_LOOP_SAMPLE = 4096
 
 
-def _box_slices(box: Tensor, size: Sequence[int]) -> tuple[slice, ...] | None:
-    """The box of :func:`box_mask` as index slices of the last ``S`` dims (None when empty)."""
-    box = box.to(dtype=torch.float64, device="cpu")
-    slices = []
-    for d, n in enumerate(size):
-        centres = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        inside = ((centres >= box[d, 0]) & (centres < box[d, 1])).nonzero()
-        if inside.numel() == 0:
-            return None
-        slices.append(slice(int(inside[0]), int(inside[-1]) + 1))
-    return tuple(slices)
-
-
 def _lerp_into(out: Tensor, h: Tensor, perm: Tensor, lam: Tensor, batch_dim: int) -> Tensor:
     """``out = lerp(h[perm], h, lam)``: one pass per sample on CPU, else gather then lerp."""
     if _sample_slices(h, batch_dim):
@@ -115,18 +102,13 @@ def _lerp_into(out: Tensor, h: Tensor, perm: Tensor, lam: Tensor, batch_dim: int
 
 
 def _cut_into(out: Tensor, h: Tensor, perm: Tensor, box: Tensor, batch_dim: int) -> Tensor:
-    """``out = h`` outside ``box`` and ``h[perm]`` inside: a copy plus the box on CPU."""
+    """``out = h`` outside ``box`` and ``h[perm]`` inside: one ``where`` per sample on CPU."""
     spatial = box.shape[0]
-    if _sample_slices(h, batch_dim):
-        out.copy_(h)
-        region = _box_slices(box, h.shape[-spatial:])
-        if region is not None:
-            index = (Ellipsis, *region)
-            for i, p in enumerate(perm.tolist()):
-                if p != i:
-                    out.select(batch_dim, i)[index].copy_(h.select(batch_dim, p)[index])
-        return out
     mask = box_mask(box, h.shape[-spatial:], device=h.device)
+    if _sample_slices(h, batch_dim):
+        for i, p in enumerate(perm.tolist()):
+            torch.where(mask, h.select(batch_dim, p), h.select(batch_dim, i), out=out.select(batch_dim, i))
+        return out
     partner = h.index_select(batch_dim, perm)
     if torch.compiler.is_compiling():
         return torch.where(mask, partner, h)
