@@ -102,12 +102,19 @@ def _lerp_into(out: Tensor, h: Tensor, perm: Tensor, lam: Tensor, batch_dim: int
 
 
 def _cut_into(out: Tensor, h: Tensor, perm: Tensor, box: Tensor, batch_dim: int) -> Tensor:
-    """``out = h`` outside ``box`` and ``h[perm]`` inside: one ``where`` per sample on CPU."""
+    """``out = h`` outside ``box`` and ``h[perm]`` inside: one pass per sample on CPU.
+
+    The CPU pass is ``lerp(h[i], h[perm[i]], mask)`` with a 0/1 float mask, which equals the
+    ``where`` for finite values (up to the sign of a zero) and runs at ``lerp``'s vectorised speed,
+    about 2.5x faster than CPU ``where`` (benchmarks/mix_floor.py); a non-finite value outside the
+    box then spreads to its partner (0 * inf), where it has already broken the step.
+    """
     spatial = box.shape[0]
     mask = box_mask(box, h.shape[-spatial:], device=h.device)
     if _sample_slices(h, batch_dim):
+        weight = mask.to(h.dtype)
         for i, p in enumerate(perm.tolist()):
-            torch.where(mask, h.select(batch_dim, p), h.select(batch_dim, i), out=out.select(batch_dim, i))
+            torch.lerp(h.select(batch_dim, i), h.select(batch_dim, p), weight, out=out.select(batch_dim, i))
         return out
     partner = h.index_select(batch_dim, perm)
     if torch.compiler.is_compiling():
