@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
