@@ -36,7 +36,12 @@ test-all: $(STAMP_DEV)
 	$(PY) -m pytest -q
 
 bench: $(STAMP_DEV)
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --memory
+	$(PY) benchmarks/mix_floor.py
+
+# On a GPU machine: resnet50 and Unet-r34, bf16 + channels_last, plain vs manifold, eager and compiled.
+bench-gpu:
+	bash benchmarks/gpu.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     bw = copy_bandwidth()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, reps {args.reps}, "
           f"copy_ bandwidth {bw / 1e9:.2f} GB/s (read + write)")
-    header = (f"| model | point | mode | state MiB | floor ms | old fwd | old bwd | new fwd | new bwd "
-              f"| new fwd / floor | new bwd / floor |")
+    header = ("| model | point | mode | state MiB | floor ms | old fwd | old bwd | new fwd | new bwd "
+              "| new fwd / floor | new bwd / floor |")
     print(header)
     print("|" + "---|" * 11)
     totals: dict[str, float] = {}
