@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
-.PHONY: demo test test-all lint bench install install-dev clean
+.PHONY: demo test test-all lint bench bench-gpu install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
