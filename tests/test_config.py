@@ -155,3 +155,15 @@ def test_the_old_task_section_names_its_new_name():
     with pytest.raises(ConfigKeyError, match="now called 'options'"):
         load_config(None, ["task.label_smoothing=0.1"])
     assert load_config(None, ["options.label_smoothing=0.1"]).options.label_smoothing == 0.1
+
+
+def test_model_name_in_the_printed_family_slash_name_form():
+    """``model.name: smp/unet`` is the form ``list_models()`` prints; it sets the family too."""
+    cfg = load_config({"recipe": "segmentation", "model": {"name": "smp/unet"}})
+    assert (cfg.model.family, cfg.model.name) == ("smp", "unet")
+    cfg = load_config({"recipe": "segmentation", "model": {"family": "smp", "name": "smp/unet"}})
+    assert (cfg.model.family, cfg.model.name) == ("smp", "unet")
+    with pytest.raises(ConfigError, match="disagree"):
+        load_config({"recipe": "segmentation", "model": {"family": "monai", "name": "smp/unet"}})
+    with pytest.raises(ConfigError, match="FAMILY/NAME"):
+        load_config({"model": {"name": "timm/"}})

@@ -47,7 +47,8 @@ class ModelConfig:
     Attributes:
         family: Model family (``timm``, ``smp``, ``monai``, ``crnn``).
         name: Architecture name within the family (e.g. ``resnet18``).
-        pretrained: Path of a local weights file (``.safetensors``/``.pth``); ``None`` trains from scratch.
+        pretrained: A local weights file (``.safetensors``/``.pth``), ``hf-hub:ORG/REPO`` or a tagged timm name
+            read from the local Hugging Face cache (never downloaded); ``None`` trains from scratch.
         options: Extra keyword options for the builder (e.g. ``drop_rate``).
         freeze_backbone_epochs: Train only the head for this many first epochs.
         backbone_lr_mult: Backbone learning rate = ``optim.lr`` times this.

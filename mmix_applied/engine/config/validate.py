@@ -146,10 +146,26 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
     data = raw.pop("data", None) or {}
     options = raw.pop("options", None) or {}
     cfg = _build(Config, raw, "")
+    _split_model_name(cfg, raw.get("model"))
     cfg.data = _convert(data, recipe.data_schema, "data")
     cfg.options = _convert(options, recipe.options_schema, "options")
     _check_ranges(cfg)
     return cfg
+
+
+def _split_model_name(cfg: Config, raw_model: Any) -> None:
+    """``model.name: smp/unet`` (the form ``list_models()`` prints) sets ``model.family`` too."""
+    family, sep, name = cfg.model.name.partition("/")
+    if not sep or family.startswith("hf-hub:") or cfg.model.name.startswith("hf-hub:"):
+        return
+    given = raw_model.get("family") if isinstance(raw_model, Mapping) else None
+    if not family or not name:
+        raise ConfigError(f"config key 'model.name': received {cfg.model.name!r}; write FAMILY/NAME as "
+                          "list_models() prints it (e.g. smp/unet) or set model.family and model.name apart")
+    if given is not None and given != family:
+        raise ConfigError(f"config keys 'model.family' and 'model.name' disagree: received family {given!r} and "
+                          f"name {cfg.model.name!r}; drop model.family or write model.name={name}")
+    cfg.model.family, cfg.model.name = family, name
 
 
 def _check_ranges(cfg: Config) -> None:
