@@ -206,14 +206,15 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
         if regime.grid:
             cmd = "\n".join(c["command"] for c in rec["cells"] if not c["skipped"])
             base = rows_of.get(regime.baseline) or _rows(Path(rec["cells"][0]["out"]).parents[1] / regime.baseline)
-            lines += [f"## {regime.title}", "", regime.note, "", "```", cmd, "```", "",
+            lines += [f"## {regime.title}", *(["", regime.note] if regime.note else []), "", "```", cmd, "```", "",
                       *_map_section(regime, rec, base), ""]
             continue
         rows = rows_of[rec["name"]]
         out = Path(rec["cells"][0]["out"])
         plots = {rows[0]["recipe"]: [f"{regime.name}/{p.name}" for p in sorted(out.glob("*.png"))]} if rows else {}
         section = _demote(render_report(rows, command=rec["cells"][0]["command"], plots=plots), regime.title)
-        lines += [section.split("\n", 1)[0], "", regime.note, section.split("\n", 1)[1], "", *_per_seed(rows)]
+        head, body = section.split("\n", 1)
+        lines += [head, *(["", regime.note] if regime.note else []), body, "", *_per_seed(rows)]
     return "\n".join(lines) + "\n"
 
 

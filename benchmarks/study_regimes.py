@@ -83,30 +83,35 @@ def _label(value: str) -> str:
 _CLS = "configs/classification.yaml"
 _SEG = "configs/segmentation.yaml"
 _HW = "configs/handwriting.yaml"
-_GPU_CLS = ("model.name=resnet18", "data.batch_size=128", "data.eval_batch_size=1000")
+# One H200: the 200 (20 a class) or 1,000 (100 a class) training digits in 4 or 8 full batches an
+# epoch (training loaders drop the last partial batch), the 500 validation digits in one.
+_GPU_CLS20 = ("model.name=resnet18", "data.batch_size=50", "data.eval_batch_size=1000")
+_GPU_CLS100 = ("model.name=resnet18", "data.batch_size=125", "data.eval_batch_size=1000")
 _LONG_VAL = ("train.check_val_every_n_epoch=5",)
 
 REGIMES: tuple[Regime, ...] = (
     Regime("cls20-short", "Classification, 20 labels per class, short regularised run", _CLS,
            ("data.labels_per_class=20",),
-           {"cpu": ("train.max_epochs=30",), "gpu": (*_GPU_CLS, "train.max_epochs=100"),
+           {"cpu": ("train.max_epochs=30",), "gpu": (*_GPU_CLS20, "train.max_epochs=100"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")}, quick=False,
            note="Few epochs: the unmixed model has not yet memorised the 200 training digits."),
     Regime("cls20-long", "Classification, 20 labels per class, long run (unmixed model overfits)", _CLS,
            ("data.labels_per_class=20", *_LONG_VAL),
-           {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS, "train.max_epochs=400"),
+           {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS20, "train.max_epochs=400"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
            spectrum_point="layer2", note="Long enough that the unmixed model's train NLL is near 0 (T > 1)."),
     Regime("cls100-short", "Classification, 100 labels per class, short regularised run", _CLS,
            ("data.labels_per_class=100",),
-           {"cpu": ("train.max_epochs=15",), "gpu": (*_GPU_CLS, "train.max_epochs=50")}, quick=False),
+           {"cpu": ("train.max_epochs=15",), "gpu": (*_GPU_CLS100, "train.max_epochs=50"),
+            "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")}, quick=False),
     Regime("cls100-long", "Classification, 100 labels per class, long run (unmixed model overfits)", _CLS,
            ("data.labels_per_class=100", *_LONG_VAL),
-           {"cpu": ("train.max_epochs=60",), "gpu": (*_GPU_CLS, "train.max_epochs=200")},
+           {"cpu": ("train.max_epochs=60",), "gpu": (*_GPU_CLS100, "train.max_epochs=200"),
+            "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
            spectrum_point="layer2", quick=False),
     Regime("cls20-long-map", "Classification, 20 labels per class, long run: alpha x points x prob", _CLS,
            ("data.labels_per_class=20", *_LONG_VAL),
-           {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS, "train.max_epochs=400"),
+           {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS20, "train.max_epochs=400"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
            variants=("manifold",), baseline="cls20-long",
            grid={"mix.alpha": ("0.2", "0.5", "2.0"), "mix.points": ("auto", "[input,layer1,layer2]"),
