@@ -192,7 +192,7 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
             if rec is None:
                 status, detail = "not measured", "regime not selected in this study run"
             elif rec["skipped"]:
-                status, detail = "not measured", f"skipped: {rec['skipped']}"
+                status, detail = "not measured", f"skipped: {rec['skipped'].split('. ')[0]} (see its section)"
             else:
                 status, detail = goal.check(rows_of[name])
             lines.append(f"| {goal.text} | {name} | **{status}** | {detail.replace('|', '/')} |")
