@@ -1,6 +1,6 @@
 """Does the digit-canvas task have a generalisation gap? Train Dice vs test Dice of an unmixed U-Net.
 
-    python benchmarks/digit_canvas_gap.py [--epochs 40] [--num-train 64] [--seed 0]
+    python benchmarks/digit_canvas_gap.py [--epochs 120] [--num-train 64] [--seed 0]
 
 A plain PyTorch loop (no mixing, no engine): the segmentation recipe's MONAI UNet (channels
 16-32-64-128, strides 2, one residual unit) trained with the project's Segmentation adapter
@@ -8,7 +8,11 @@ loss (CE + soft Dice) on ``num_train`` canvases of :mod:`mmix_applied.data.digit
 the shift augmentation, then scored with MONAI's ``compute_dice`` (mean over the 10 digit
 classes, a class absent from a canvas skipped) on the training canvases and on the held-out test
 canvases, whose glyphs come from MNIST images the model never saw. The gap between the two is
-what a regulariser such as Manifold Mixup can close; the brain default has next to none.
+what a regulariser such as Manifold Mixup can close.
+
+Measured 2026-12-01 on the shared 2-core CPU, seed 0, ``OMP_NUM_THREADS=2``: 120 epochs (960
+steps, 343 s): mean Dice train 0.851, test 0.591 (gap 0.260); 40 epochs (490 s under heavier
+load): train 0.333, test 0.276, still underfit.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _dice(model: torch.nn.Module, loader: DataLoader) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--num-train", type=int, default=64)
     parser.add_argument("--num-test", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
