@@ -1,0 +1,273 @@
+"""The study behind ``docs/results.md``: every regime of issue #11 through ``compare``, one report.
+
+    python benchmarks/study.py [--quick] [--profile cpu|gpu] [--only NAME,...] [--seeds 0,1,2]
+        [--out runs/study] [--budget-s SECONDS] [--accelerator cpu] [--list]
+
+For each regime of :data:`study_regimes.REGIMES` (a name, a config, overrides, variants, seeds)
+it calls :func:`mmix_applied.compare.compare` into ``<out>/<regime>/`` (which resumes finished
+runs), then writes ``<out>/results.md``: the goal check of issue #11 computed from the numbers,
+and one section per regime headed by its exact command, with compare's own tables (mean ± std
+over seeds, the winner and whether it beats the seed spread, the paired difference to ``none``),
+the paired difference per seed for the key metrics, and the fitted temperatures. A regime whose
+config keys do not exist yet is skipped with the config's error as the reason.
+
+``--quick`` is a smoke run (tiny models, 1 epoch, 2 batches, 2 seeds; about a minute on a
+2-core CPU): it proves the driver, its numbers mean nothing. ``--profile gpu`` uses the run
+lengths and batch sizes sized for one H200 (see ``benchmarks/study_gpu.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from study_regimes import GOALS, KEY_METRICS, REGIMES, Regime, grid_cells  # noqa: E402
+
+from mmix_applied.compare import compare  # noqa: E402
+from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
+from mmix_applied.config import load_config  # noqa: E402
+from mmix_applied.engine.io import atomic_write_text  # noqa: E402
+
+__all__ = ["assemble", "main", "run_regime"]
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = {
+    "cpu": ("train.accelerator=cpu", "train.devices=1", "train.enable_progress_bar=false", "train.loggers=[csv]"),
+    "gpu": ("train.accelerator=gpu", "train.devices=1", "train.precision=bf16-mixed",
+            "train.enable_progress_bar=false", "train.loggers=[csv]"),
+}
+QUICK = ("train.max_epochs=1", "train.limit_train_batches=2", "train.limit_val_batches=1",
+         "train.limit_test_batches=2", "train.limit_predict_batches=2", "train.log_every_n_steps=1",
+         "train.check_val_every_n_epoch=1")
+
+
+def regime_overrides(regime: Regime, *, profile: str, quick: bool, accelerator: str | None) -> list[str]:
+    """Every override of one regime's runs, later ones winning: profile, regime, sizes, quick, accelerator."""
+    out = [*PROFILES[profile], *regime.overrides, *regime.sizes.get(profile, ())]
+    if quick:
+        out += [*QUICK, *regime.sizes.get("quick", ())]
+    if accelerator:
+        out += [f"train.accelerator={accelerator}"] + (["train.precision=32"] if accelerator == "cpu" else [])
+    return out
+
+
+def _compare_command(config: str, variants: Sequence[str], seeds: Sequence[int], out: Path,
+                     overrides: Sequence[str]) -> str:
+    return " ".join(["mmix-applied compare -c", config, "--variants", ",".join(variants), "--seeds",
+                     ",".join(map(str, seeds)), "--out", str(out), *map(shlex.quote, overrides)])
+
+
+def _unavailable(config: Path, overrides: Sequence[str]) -> str | None:
+    """Why the regime cannot run yet (the config's own error), or ``None``."""
+    try:
+        load_config(config, list(overrides))
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    path = out / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
+               deadline: float | None, quick: bool = False) -> dict[str, Any]:
+    """Run one regime (every cell of a map; 2 with ``quick``) unless skipped; returns its record for :func:`assemble`."""
+    config = REPO / regime.config
+    cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
+    variants = (regime.quick_variants or regime.variants) if quick else regime.variants
+    record: dict[str, Any] = {"name": regime.name, "skipped": None, "cells": []}
+    for cell, cell_overrides in cells:
+        runs_out = out / regime.name / (cell or "")
+        every = [*overrides, *cell_overrides]
+        reason = _unavailable(config, every)
+        if reason is None and deadline is not None and time.monotonic() > deadline:
+            reason = "not run: the study's time budget (--budget-s) was spent"
+        command = _compare_command(regime.config, variants, seeds, runs_out, every)
+        if reason is not None:
+            print(f"study: {regime.name}{'/' + cell if cell else ''} skipped: {reason}", flush=True)
+            record["cells"].append({"cell": cell, "skipped": reason, "command": command, "out": str(runs_out)})
+            continue
+        print(f"study: {regime.name}{'/' + cell if cell else ''}: {command}", flush=True)
+        compare(config, variants=variants, seeds=seeds, overrides=every, out_dir=runs_out, command=command,
+                spectrum_point=regime.spectrum_point)
+        record["cells"].append({"cell": cell, "skipped": None, "command": command, "out": str(runs_out)})
+    if all(c["skipped"] for c in record["cells"]):
+        record["skipped"] = record["cells"][0]["skipped"]
+    return record
+
+
+# ------------------------------------------------------------------------------------------ report
+def _fmt(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.4g}"
+
+
+def _demote(markdown: str, title: str) -> str:
+    """compare's report as one section: its title replaced, every heading one level down."""
+    lines = markdown.splitlines()
+    body = [("#" + line) if line.startswith("#") else line for line in lines[1:]]
+    return "\n".join([f"## {title}", *body])
+
+
+def _per_seed(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The paired difference to ``none`` of each seed for the recipe's key metrics, and the temperatures."""
+    if not rows:
+        return []
+    recipe = rows[0]["recipe"]
+    keys = KEY_METRICS.get(recipe, ())
+    base = {r["seed"]: r for r in rows if r["variant"] == "none"}
+    others = [r for r in rows if r["variant"] != "none" and r["seed"] in base]
+    if not others or not keys:
+        return []
+    lines = ["Per seed (variant − none, same seed: same data subset and initialisation):", "",
+             "| variant | seed | " + " | ".join(f"Δ {k.removeprefix('test/')}" for k in keys) + " |",
+             "|---" * (len(keys) + 2) + "|"]
+    for r in sorted(others, key=lambda r: (r["variant"], r["seed"])):
+        b = base[r["seed"]]
+        cells = [_fmt(r["metrics"][k] - b["metrics"][k]) if k in r["metrics"] and k in b["metrics"] else "–"
+                 for k in keys]
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + " |")
+    temps = ", ".join(f"{r['variant']} s{r['seed']}: {_fmt(r.get('temperature'))}"
+                      for r in sorted(rows, key=lambda r: (r["seed"], r["variant"])))
+    return [*lines, "", f"Fitted temperatures: {temps}.", ""]
+
+
+def _map_section(regime: Regime, record: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per cell: its means and its paired difference to the baseline's ``none`` runs."""
+    rows = [dict(r) for r in baseline_rows if r["variant"] == "none"]
+    for cell in record["cells"]:
+        rows += [{**r, "variant": cell["cell"]} for r in _rows(Path(cell["out"]))]
+    if len(rows) == len([r for r in baseline_rows if r["variant"] == "none"]):
+        return ["No cell finished."]
+    recipe = rows[-1]["recipe"]
+    summary = summarize(rows).get(recipe, {})
+    paired = paired_differences(rows, baseline="none").get(recipe, {})
+    keys = [k for k in KEY_METRICS[recipe] if k in summary]
+    found = "found" if baseline_rows else "missing: run that regime too"
+    lines = [f"Paired baseline: the `none` runs of `{regime.baseline}` ({found})."
+             " Cells: mean ± std over seeds; Δ: mean ± std of the per-seed difference to none (seeds better).", "",
+             "| cell | " + " | ".join(k.removeprefix("test/") for k in keys) + " | Δ nll_scaled | Δ acc |",
+             "|---" * (len(keys) + 3) + "|"]
+    for variant in ["none", *(c["cell"] for c in record["cells"])]:
+        cells = []
+        for k in keys:
+            s = summary.get(k, {}).get(variant)
+            cells.append("" if s is None else f"{_fmt(s['mean'])} ± {_fmt(s['std'])}")
+        deltas = []
+        for k in ("test/nll_scaled", "test/acc"):
+            c = paired.get(k, {}).get(variant)
+            deltas.append("" if c is None else f"{_fmt(c['mean'])} ± {_fmt(c['std'])} ({c['better']}/{c['n']})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " | " + " | ".join(deltas) + " |")
+    skipped = [c for c in record["cells"] if c["skipped"]]
+    if skipped:
+        lines += ["", f"{len(skipped)} cell(s) not run: {skipped[0]['skipped']}"]
+    return lines
+
+
+def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequence[str] = ()) -> str:
+    """``results.md``: the goal check, then one section per regime."""
+    by_name = {r["name"]: r for r in records}
+    regimes = {r.name: r for r in REGIMES}
+    rows_of = {name: _rows(Path(rec["cells"][0]["out"])) if not regimes[name].grid else []
+               for name, rec in by_name.items()}
+    lines = ["# Study results", "", "```", command, "```", "", *header, "",
+             "## Goals (issue #11), checked from the numbers below", "", "| goal | regime | status | numbers |",
+             "|---|---|---|---|"]
+    for goal in GOALS:
+        for name in goal.regimes:
+            rec = by_name.get(name)
+            if rec is None:
+                status, detail = "not measured", "regime not selected in this study run"
+            elif rec["skipped"]:
+                status, detail = "not measured", f"skipped: {rec['skipped'].split('. ')[0]} (see its section)"
+            else:
+                status, detail = goal.check(rows_of[name])
+            lines.append(f"| {goal.text} | {name} | **{status}** | {detail.replace('|', '/')} |")
+    lines.append("")
+    for rec in records:
+        regime = regimes[rec["name"]]
+        if rec["skipped"]:
+            lines += [f"## {regime.title}", "", "```", rec["cells"][0]["command"], "```", "",
+                      f"Skipped: {rec['skipped']}", ""]
+            continue
+        if regime.grid:
+            cmd = "\n".join(c["command"] for c in rec["cells"] if not c["skipped"])
+            base = rows_of.get(regime.baseline) or _rows(Path(rec["cells"][0]["out"]).parents[1] / regime.baseline)
+            lines += [f"## {regime.title}", *(["", regime.note] if regime.note else []), "", "```", cmd, "```", "",
+                      *_map_section(regime, rec, base), ""]
+            continue
+        rows = rows_of[rec["name"]]
+        out = Path(rec["cells"][0]["out"])
+        plots = {rows[0]["recipe"]: [f"{regime.name}/{p.name}" for p in sorted(out.glob("*.png"))]} if rows else {}
+        section = _demote(render_report(rows, command=rec["cells"][0]["command"], plots=plots), regime.title)
+        head, body = section.split("\n", 1)
+        lines += [head, *(["", regime.note] if regime.note else []), body, "", *_per_seed(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _machine(profile: str) -> list[str]:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return [f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {device}, "
+            f"{platform.platform()}; torch {torch.__version__}; profile `{profile}`."]
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run the selected regimes and write ``<out>/results.md``; returns its path."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (about a minute on CPU)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="run lengths and batch sizes")
+    parser.add_argument("--only", default=None, help="comma-separated regime names (see --list)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0,1)")
+    parser.add_argument("--out", default=None, help="output folder (default runs/study; --quick: runs/study-quick, "
+                        "so that a real study never resumes the smoke runs)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no regime after this many seconds")
+    parser.add_argument("--accelerator", default=None, help="force train.accelerator (e.g. cpu for a smoke run)")
+    parser.add_argument("--list", action="store_true", help="print the regimes and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for r in REGIMES:
+            print(f"{r.name:18s} {r.config:32s} {r.title}")
+        raise SystemExit(0)
+    names = [r.name for r in REGIMES]
+    chosen = [r for r in REGIMES if (r.quick or not args.quick)] if args.only is None else []
+    for name in (args.only.split(",") if args.only else []):
+        if name.strip() not in names:
+            parser.error(f"--only: unknown regime {name.strip()!r}; received {args.only!r}. Valid: {', '.join(names)}")
+        chosen.append(REGIMES[names.index(name.strip())])
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0, 1] if args.quick else [0, 1, 2])
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers such as 0,1,2; received {args.seeds!r}")
+    out = Path(args.out or ("runs/study-quick" if args.quick else "runs/study"))
+    start = time.monotonic()
+    deadline = None if args.budget_s is None else start + args.budget_s
+    records = []
+    for regime in chosen:
+        overrides = regime_overrides(regime, profile=args.profile, quick=args.quick, accelerator=args.accelerator)
+        records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
+                                  quick=args.quick))
+    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
+                                                                                 else sys.argv[1:])])
+    header = _machine(args.profile) + [f"Wall time of this invocation: {time.monotonic() - start:.0f} s."]
+    if args.quick:
+        header.append("**--quick smoke run: tiny models, 1 epoch, 2 batches. These numbers mean nothing.**")
+    report = atomic_write_text(out / "results.md", assemble(records, command=command, header=header))
+    print(f"study: {report}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

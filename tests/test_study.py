@@ -1,0 +1,112 @@
+"""The study driver without training: the goal checks on synthetic rows (numbers chosen on each
+side of every threshold), the assembled report, skipped regimes, and the regime list's overrides."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+regimes = _load("study_regimes")
+study = _load("study")
+
+
+def _rows(recipe, values, seeds=(0, 1, 2)):
+    """values: {variant: {metric: [per-seed values]}}."""
+    return [{"recipe": recipe, "variant": v, "seed": s, "run_dir": f"/r/{v}-{s}", "temperature": None,
+             "metrics": {m: xs[i] for m, xs in metrics.items()}, "wall_s": 1.0}
+            for v, metrics in values.items() for i, s in enumerate(seeds)]
+
+
+def _cls(manifold_nll, manifold_acc, input_nll=(0.2, 0.2, 0.2)):
+    return _rows("classification", {
+        "none": {"test/nll_scaled": [0.20, 0.22, 0.18], "test/acc": [0.90, 0.91, 0.89], "temperature": [1.3] * 3},
+        "input": {"test/nll_scaled": list(input_nll), "test/acc": [0.90] * 3, "temperature": [0.8] * 3},
+        "manifold": {"test/nll_scaled": list(manifold_nll), "test/acc": list(manifold_acc), "temperature": [0.6] * 3},
+    })
+
+
+def test_classification_goal_from_the_numbers():
+    status, detail = regimes.check_classification(_cls([0.17, 0.19, 0.18], [0.90, 0.91, 0.89]))  # 10 % lower
+    assert status == "met" and "+10.0% lower" in detail and "T = 1.3 (> 1: overfits)" in detail
+    assert regimes.check_classification(_cls([0.18, 0.19, 0.19], [0.90, 0.91, 0.89]))[0] == "not met"  # 7 %
+    # 20 % lower NLL but accuracy 0.5 points down: beyond the 0.2-point tolerance
+    assert regimes.check_classification(_cls([0.16] * 3, [0.895, 0.905, 0.885]))[0] == "not met"
+    # ... and within it
+    assert regimes.check_classification(_cls([0.16] * 3, [0.899, 0.909, 0.889]))[0] == "met"
+    # behind input mixup
+    assert regimes.check_classification(_cls([0.16] * 3, [0.90] * 3, input_nll=[0.15] * 3))[0] == "not met"
+    rows = [r for r in _cls([0.16] * 3, [0.9] * 3) if r["variant"] != "input"]
+    status, detail = regimes.check_classification(rows)
+    assert status == "not measured" and "input" in detail
+
+
+def test_segmentation_and_handwriting_goals():
+    seg = _rows("segmentation", {"none": {"test/mean_dice": [0.80] * 3, "test/nll_scaled": [0.10] * 3},
+                                 "manifold": {"test/mean_dice": [0.799] * 3, "test/nll_scaled": [0.09] * 3}})
+    assert regimes.check_segmentation(seg)[0] == "met"
+    seg[-1]["metrics"]["test/nll_scaled"] = 0.5  # mean scaled NLL now above none's
+    assert regimes.check_segmentation(seg)[0] == "not met"
+    no_scaled = _rows("segmentation", {"none": {"test/mean_dice": [0.8] * 3}, "manifold": {"test/mean_dice": [0.8] * 3}})
+    status, detail = regimes.check_segmentation(no_scaled)
+    assert status == "not measured" and "fits a temperature" in detail
+    hw = _rows("handwriting", {"none": {"test/cer": [0.04] * 3}, "manifold": {"test/cer": [0.041, 0.04, 0.04]}})
+    assert regimes.check_handwriting(hw)[0] == "not met"
+    hw[3]["metrics"]["test/cer"] = 0.039
+    assert regimes.check_handwriting(hw)[0] == "met"
+
+
+def test_assemble_sections_goals_and_skips(tmp_path):
+    out = tmp_path / "cls20-long"
+    out.mkdir()
+    rows = _cls([0.17, 0.19, 0.18], [0.90, 0.91, 0.89])
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = [{"name": "cls20-long", "skipped": None,
+                "cells": [{"cell": None, "skipped": None, "command": "mmix-applied compare -c X", "out": str(out)}]},
+               {"name": "seg-digit-canvas", "skipped": "ConfigError: no digit_canvas",
+                "cells": [{"cell": None, "skipped": "ConfigError: no digit_canvas", "command": "mmix-applied compare -c S",
+                           "out": str(tmp_path / "seg-digit-canvas")}]}]
+    text = study.assemble(records, command="python benchmarks/study.py --only cls20-long")
+    lines = text.splitlines()
+    assert lines[3] == "python benchmarks/study.py --only cls20-long"
+    goal = [line for line in lines if line.startswith("| Overfitting") and "| cls20-long |" in line]
+    assert len(goal) == 1 and "**met**" in goal[0]
+    assert any("| seg-digit-canvas | **not measured** | skipped: ConfigError" in line for line in lines)
+    assert any("| hw-digits | **not measured** | regime not selected" in line for line in lines)
+    section = text.split("## Classification, 20 labels per class, long run")[1]
+    assert "mmix-applied compare -c X" in section.split("\n\n")[2]  # the command heads the section
+    assert "### classification" in section and "Paired difference to `none`" in section
+    seed1 = next(line for line in lines if line.startswith("| manifold | 1 |"))
+    assert seed1.endswith("| 0 | – | -0.03 | – |")  # acc 0.91 - 0.91, no raw nll, nll_scaled 0.19 - 0.22
+    assert "Skipped: ConfigError: no digit_canvas" in text
+
+
+def test_map_cells_and_overrides():
+    cells = regimes.grid_cells(next(r for r in regimes.REGIMES if r.grid))
+    assert len(cells) == 12 and cells[0] == ("alpha=0.2-points=auto-prob=0.5",
+                                             ("mix.alpha=0.2", "mix.points=auto", "mix.prob=0.5"))
+    assert any("points=paper" in name for name, _ in cells)
+    regime = next(r for r in regimes.REGIMES if r.name == "cls20-long")
+    ov = study.regime_overrides(regime, profile="gpu", quick=True, accelerator="cpu")
+    # later overrides win: the quick sizes after the profile's, the forced accelerator last
+    assert ov.index("train.max_epochs=1") > ov.index("train.max_epochs=400")
+    assert ov[-2:] == ["train.accelerator=cpu", "train.precision=32"]
+
+
+def test_unknown_regime_is_an_error_that_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        study.main(["--only", "cls21-long"])
+    err = capsys.readouterr().err
+    assert "unknown regime 'cls21-long'" in err and "cls20-long" in err
