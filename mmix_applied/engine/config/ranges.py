@@ -204,6 +204,30 @@ def check_relations(cfg: Any) -> None:
     if bounds is not None and (len(bounds) != 2 or not bounds[0] < bounds[1]):
         raise ConfigError(f"config key 'data.intensity_range': must be [a_min, a_max] with a_min < a_max "
                           f"(received {bounds!r}), e.g. [-1000, 1000] for CT; null z-scores each volume")
+    _check_lengths(d, o)
     if _has(o, "dice_weight") and _has(o, "ce_weight") and o.dice_weight == 0 and o.ce_weight == 0:
         raise ConfigError("config keys 'options.dice_weight' and 'options.ce_weight' are both 0 (received 0 "
                           "and 0), which leaves no loss to train on; set at least one > 0")
+
+
+def _check_lengths(d: Any, o: Any) -> None:
+    """List keys whose length is fixed by another key (a short list would be broadcast or cut silently)."""
+    wanted: list[tuple[str, Any, int, str]] = []
+    if _has(d, "spatial_dims"):
+        dims = d.spatial_dims
+        wanted.append(("data.crop_size", d.crop_size, 2, "[height, width]"))
+        if dims == 3:
+            wanted += [("data.patch_size", d.patch_size, 3, "one size per axis, e.g. [48, 48, 8]"),
+                       ("data.pixdim", d.pixdim, 3, "one spacing per axis in mm, e.g. [1.0, 1.0, 1.0]")]
+            if _has(o, "roi_size"):
+                wanted.append(("options.roi_size", o.roi_size, 3, "one size per axis, or null for data.patch_size"))
+        wanted.append(("data.class_names", d.class_names, d.num_classes, f"one name per class (data.num_classes="
+                                                                         f"{d.num_classes})"))
+    if _has(d, "image_size") and _has(d, "channels"):
+        channels = d.channels or (1 if getattr(d, "source", None) == "mnist" else 3)
+        for key in ("mean", "std"):
+            wanted.append((f"data.{key}", getattr(d, key), channels, f"one value per channel ({channels})"))
+    for key, value, n, what in wanted:
+        if value is not None and len(value) != n:
+            entries = "entry" if n == 1 else "entries"
+            raise ConfigError(f"config key {key!r}: must have {n} {entries}, {what} (received {value!r})")
