@@ -236,3 +236,15 @@ def test_cli_config_directory(tmp_path, capsys):
     code, err = _cli(capsys, "fit", "-c", tmp_path / "cfg", *B)
     assert code == 2
     says(err, "is a directory")
+
+
+@pytest.mark.parametrize("limit, expected_gib", [("1073741824\n", 1.0), ("max\n", None)])
+def test_machine_memory_honours_a_container_limit(tmp_path, monkeypatch, limit, expected_gib):
+    import os
+
+    from mmix_applied.engine.config import memory
+
+    (tmp_path / "memory.max").write_text(limit)
+    monkeypatch.setattr(memory, "_CGROUP_LIMITS", (str(tmp_path / "memory.max"),))
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory.machine_memory_bytes() == (physical if expected_gib is None else int(expected_gib * 2**30))

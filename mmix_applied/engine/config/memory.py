@@ -22,12 +22,27 @@ __all__ = ["ACTIVATION_FACTOR", "check_memory", "machine_memory_bytes", "trainin
 ACTIVATION_FACTOR = 32
 
 
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def machine_memory_bytes() -> int | None:
-    """Physical memory of this machine in bytes (``None`` where the OS does not say)."""
+    """Memory this process may use in bytes: physical memory, or a smaller cgroup (container) limit.
+
+    ``None`` where the OS does not say.
+    """
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        found = [int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))]
     except (AttributeError, ValueError, OSError):
-        return None
+        found = []
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path, encoding="ascii") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" means no limit
+            found.append(int(text))
+    return min(found) if found else None
 
 
 def training_batch(cfg: Any) -> tuple[str, list[int]] | None:
@@ -68,7 +83,8 @@ def check_memory(cfg: Any, *, available: int | None = None) -> None:
         raise ConfigError(
             f"config key {key!r}: a training batch of {shown} float32 values needs an estimated "
             f"{need / 2**30:.1f} GiB or more ({ACTIVATION_FACTOR} times the input, a lower bound of what a "
-            f"network keeps for backward), more than this machine's {available / 2**30:.1f} GiB of memory "
+            f"network keeps for backward), more than the {available / 2**30:.1f} GiB of memory here (physical "
+            "memory or the container's limit) "
             f"(received {key}={_get(cfg, key)!r}, data.batch_size={cfg.data.batch_size}); lower {key} or "
             "data.batch_size")
 
