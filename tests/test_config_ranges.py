@@ -97,6 +97,8 @@ def test_boundary_values_inside_the_range_pass(config, override):
     (HW, ["data.charset=''"], ["'data.charset'", "at least one character", "null"]),
     (SEG3D, ["data.intensity_range=[100, -100]"], ["'data.intensity_range'", "a_min < a_max", "[100.0, -100.0]"]),
     (SEG, ["options.dice_weight=0", "options.ce_weight=0"], ["no loss to train on", "at least one > 0"]),
+    (CLS, ["mix.off_last_epochs=3", "train.max_epochs=3"], ["'mix.off_last_epochs'", "no epoch would mix",
+                                                             "(received 3)"]),
     (SEG, ["data.crop_size=[64]"], ["'data.crop_size'", "must have 2 entries", "(received [64])"]),
     (SEG3D, ["data.patch_size=[8, 8]"], ["'data.patch_size'", "must have 3 entries", "(received [8, 8])"]),
     (SEG3D, ["options.roi_size=[8, 8]"], ["'options.roi_size'", "must have 3 entries"]),

@@ -181,6 +181,10 @@ def _check_fixed_sections(cfg: Config) -> None:
     checks = [
         ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
          "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
+        ("mix.off_last_epochs", cfg.mix.variant == "none" or cfg.train.max_epochs < 1
+         or cfg.mix.off_last_epochs < cfg.train.max_epochs,
+         f"must be < train.max_epochs={cfg.train.max_epochs}, or no epoch would mix; lower it, or set "
+         "mix.variant=none to train without mixing"),
         ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0,
          "must be >= 1 (-1 needs train.max_steps > 0)"),
     ]
