@@ -2,10 +2,11 @@
 
 ``data.image_size=20000`` used to die inside OpenBLAS (or be killed by the kernel) minutes into a
 run. Before anything runs, the config's sizes give the float32 input batch; a network keeps far
-more than that for the backward pass. Measured with ``torch.autograd.graph.saved_tensors_hooks``
-(batch 2, 128 px): timm ``test_resnet`` keeps 94 times its input, ``resnet18`` 168 times (RGB)
-and 502 times (grayscale). :data:`ACTIVATION_FACTOR` is 32, below all of them, so a config that is
-refused could never have run, and a config that passes may still be too big for the GPU.
+more than that for the backward pass. Measured with ``benchmarks/activation_memory.py`` (autograd's
+saved tensors, batch 2, 128 px): timm ``test_resnet`` keeps 94 times its input, ``resnet18`` 168
+times (RGB) and 502 times (grayscale). :data:`ACTIVATION_FACTOR` is 32, below all of them, so a
+config that is refused could never have run, and a config that passes may still be too big for
+the GPU.
 """
 
 from __future__ import annotations
