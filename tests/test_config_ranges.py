@@ -198,7 +198,12 @@ def test_config_path_that_is_a_directory(tmp_path):
     (tmp_path / "cfg").mkdir()
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "cfg")
-    says(err, str(tmp_path / "cfg"), "is a directory", "pass a file")
+    says(err, str(tmp_path / "cfg"), "is a directory", "holds no .yaml file", "pass a file")
+    (tmp_path / "cfg" / "b.yaml").write_text("seed: 1\n")
+    (tmp_path / "cfg" / "a.yml").write_text("seed: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "cfg")
+    says(err, "it holds a.yml, b.yaml", f"-c {str(tmp_path / 'cfg' / 'a.yml')!r}")
 
 
 def test_latin1_config_names_the_file_and_the_encoding(tmp_path):

@@ -86,8 +86,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"config path {str(path)!r} is a directory, not a YAML file; pass a file, e.g. "
-                          f"-c {str(path / 'classification.yaml')!r}")
+        found = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        holds = f"it holds {', '.join(found[:5])}" if found else "it holds no .yaml file"
+        example = str(path / (found[0] if found else "classification.yaml"))
+        raise ConfigError(f"config path {str(path)!r} is a directory, not a YAML file ({holds}); pass a file, "
+                          f"e.g. -c {example!r}")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist; see configs/ for examples")
     data = path.read_bytes()
