@@ -31,7 +31,7 @@ class NoAliasLoader(yaml.SafeLoader):
             event = self.peek_event()
             line = event.start_mark.line + 1 if event.start_mark is not None else "?"
             raise ConfigError(
-                f"{self.source} uses the YAML alias *{event.anchor} (line {line}); aliases and anchors are "
+                f"{self.source} uses the YAML alias *{event.anchor} (line {line}); aliases are "
                 "refused in configs (nested ones can expand to gigabytes): write the values out instead")
         return super().compose_node(parent, index)
 
