@@ -21,6 +21,7 @@ from mmix_applied.cli import main
 from mmix_applied.config import load_config
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict
 from mmix_applied.engine import test as run_test
+from mmix_applied.ood import ood_metrics, photo_patches
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
 # the embedded splits are sorted by class: validation and test run whole (500 and 1000 digits, 28 x 28)
@@ -114,6 +115,27 @@ def test_predict_writes_softmax_of_logits_over_t_and_says_so(run, tmp_path):
             rows = list(csv.DictReader(fh))
         probs = torch.tensor([[float(r[f"p_{c}"]) for c in range(10)] for r in rows])
         assert torch.allclose(probs, expected, atol=2e-6) and {r["temperature"] for r in rows} == {column}
+
+
+def test_ood_in_test_against_the_scores_by_hand(run):
+    root, run_dir = run
+    metrics = run_test(_config(root, "options.ood=photos", "options.ood_samples=60"), checkpoint=run_dir)
+    t = metrics["temperature"]
+    z, _ = _logits(root, run_dir / "checkpoints" / "last.ckpt", "test")
+    config = _config(root)
+    recipe = get_recipe(config.recipe)(config)
+    module = MixupModule(config, recipe)
+    module.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"])
+    with torch.no_grad():
+        z_out = module.model.eval()(photo_patches(60, image_size=28, channels=1, seed=config.seed)).float()
+    raw = ood_metrics(torch.softmax(z, 1).max(1).values, torch.softmax(z_out, 1).max(1).values)
+    scaled = ood_metrics(torch.softmax(z / t, 1).max(1).values, torch.softmax(z_out / t, 1).max(1).values)
+    assert metrics["test/ood_auroc"] == pytest.approx(raw["auroc"], abs=1e-6)
+    assert metrics["test/ood_fpr95"] == pytest.approx(raw["fpr95"], abs=1e-6)
+    assert metrics["test/ood_auroc_scaled"] == pytest.approx(scaled["auroc"], abs=1e-6)
+    assert metrics["test/ood_fpr95_scaled"] == pytest.approx(scaled["fpr95"], abs=1e-6)
+    with pytest.raises(ValueError, match="options.ood.*received 'nowhere'"):
+        run_test(_config(root, "options.ood=nowhere"), checkpoint=run_dir)
 
 
 def test_calibrate_false_fits_nothing(tmp_path):

@@ -36,7 +36,8 @@ TEMPERATURE_FILE = "temperature.json"
 def calibration_reason(config: Any, recipe: Any) -> str | None:
     """Why no temperature is fitted for this run (``None`` when one is)."""
     if recipe.calibration_scaler() is None:
-        return f"recipe {recipe.name!r} has no temperature (its outputs are not one class distribution per item)"
+        return (f"recipe {recipe.name!r} has no temperature (its outputs are not one class distribution per "
+                "item; CTC decodes per-frame distributions into strings)")
     if not getattr(config.options, "calibrate", True):
         return "options.calibrate is false"
     if config.train.limit_val_batches == 0:

@@ -123,9 +123,10 @@ class MixupModule(pl.LightningModule):
         loss = self.adapter.loss(out, y, None)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         out = _detach(out)
+        if stage == "val" and self.scaler is not None:  # a calibration pass (rank 0 alone): logits only, no
+            self.recipe.update_metrics(self.scaler, out, y)  # metric whose compute would sync with other ranks
+            return loss
         self.recipe.update_metrics(metrics, out, y)
-        if stage == "val" and self.scaler is not None:
-            self.recipe.update_metrics(self.scaler, out, y)
         if stage == "test":
             self._test_extras(out, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val",
@@ -159,7 +160,8 @@ class MixupModule(pl.LightningModule):
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        if self.scaler is None:
+            self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
