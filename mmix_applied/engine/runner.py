@@ -5,6 +5,8 @@ Layout of a run directory ``run.dir/run.name``::
     config.yaml            resolved config
     checkpoints/last.ckpt  every epoch end (atomic); epochNNN.ckpt: the best ``save_top_k`` by ``train.monitor``
     metrics.csv            CSV logger (tb/ holds TensorBoard events)
+    temperature.json       after ``fit``: the temperature of each checkpoint (engine.calibrate)
+    fit_summary.json       after ``fit``: best and last validation metrics, checkpoints (engine.summary)
     test_metrics.json      after ``test``
     predictions.csv        after ``predict`` (recipe-defined)
 """
@@ -23,11 +25,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmix_applied._io import atomic_write_text
+from mmix_applied.engine.calibrate import calibrate_run
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
 from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.recipe import get_recipe
+from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
 
@@ -103,6 +107,7 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
                                              monitor=monitor, mode=t.monitor_mode, save_top_k=t.save_top_k,
                                              auto_insert_metric_name=False, enable_version_counter=False))
         callbacks.append(RankSummary(run_dir))
+        callbacks.append(ValidationHistory())
         if config.model.freeze_backbone_epochs:
             callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
         if "csv" in t.loggers:
@@ -191,19 +196,33 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
     finally:
         if previous is None:
             os.environ.pop(_RUN_NAME_ENV, None)
+    if trainer.is_global_zero:  # one temperature per checkpoint, over the whole validation split
+        calibration = calibrate_run(config, run_dir, recipe, module, datamodule, build_trainer=build_trainer)
+        history = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationHistory))
+        write_fit_summary(run_dir, trainer, history, monitor=config.train.monitor, calibration=calibration)
     if module.mixer is not None:
         module.mixer.close()
     return run_dir
 
 
 def test(config: Config, *, checkpoint: str | os.PathLike) -> dict[str, float]:
-    """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir."""
+    """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir.
+
+    With the checkpoint's temperature (fitted after ``fit``) the calibration figures are also
+    reported for ``logits / T`` as ``test/<name>_scaled``, and ``temperature`` is in the result;
+    with ``options.ood`` set, ``test/ood_auroc`` and ``test/ood_fpr95`` (raw max-softmax scores)
+    and their ``_scaled`` forms (scores of ``logits / T``).
+    """
     ckpt = resolve_checkpoint(checkpoint, config)
     run_dir = _run_dir_of_checkpoint(ckpt)
     recipe, module = _setup(config)
+    module.ood_inputs = recipe.ood_inputs()
     trainer = build_trainer(config, run_dir, recipe, stage="test")
     results = trainer.test(module, datamodule=recipe.build_datamodule(), ckpt_path=str(ckpt), verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    metrics.update({f"test/{k}": float(v) for k, v in module.ood_results.items()})
+    if module.temperature is not None:
+        metrics["temperature"] = float(module.temperature)
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     if module.mixer is not None:
@@ -212,11 +231,16 @@ def test(config: Config, *, checkpoint: str | os.PathLike) -> dict[str, float]:
 
 
 def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None = None,
-            output: str | os.PathLike | None = None) -> Path:
-    """Predict with ``checkpoint`` on ``input`` (recipe-defined; default the test split); returns the file written."""
+            output: str | os.PathLike | None = None, raw: bool = False) -> Path:
+    """Predict with ``checkpoint`` on ``input`` (recipe-defined; default the test split); returns the file written.
+
+    Probabilities are calibrated with the checkpoint's temperature (when it has one) unless
+    ``raw``; the classification CSV's ``temperature`` column says which T was applied (1: raw).
+    """
     ckpt = resolve_checkpoint(checkpoint, config)
     run_dir = _run_dir_of_checkpoint(ckpt)
     recipe, module = _setup(config)
+    module.predict_raw = raw
     trainer = build_trainer(config, run_dir, recipe, stage="predict")
     datamodule = recipe.build_datamodule(predict_input=input)
     outputs = trainer.predict(module, datamodule=datamodule, ckpt_path=str(ckpt))
