@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     add("test", "evaluate a checkpoint on the test split (unmixed)", checkpoint=True)
     predict = add("predict", "write per-image predictions of a checkpoint", checkpoint=True)
     predict.add_argument("--input", help="what to predict on (recipe-defined; default: the test split)")
-    predict.add_argument("--output", help="output file (default: RUN_DIR/predictions.csv)")
+    predict.add_argument("--output", help="output file, or a folder for FOLDER/predictions.csv (default: "
+                                          "RUN_DIR/predictions.csv); never a checkpoint")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace an existing --output file that is not a previous prediction")
     add("points", "print the mix points of the configured model")
     models = sub.add_parser("list-models", help="list buildable models (fnmatch pattern over family/name)")
     models.add_argument("pattern", nargs="?", default="*")
@@ -140,13 +143,17 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = runner.fit(config, resume=args.resume)
         print(f"run directory: {run_dir}")
     elif args.command == "test":
-        metrics = runner.test(config, checkpoint=args.checkpoint)
-        for key, value in sorted(metrics.items()):
-            print(f"{key}: {value:.6g}")
+        runner.test(config, checkpoint=args.checkpoint, on_metrics=_print_metrics)  # printed before writing
     elif args.command == "predict":
-        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output)
+        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
+                              overwrite=args.overwrite)
         print(f"predictions: {path}")
     return 0
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for key, value in sorted(metrics.items()):
+        print(f"{key}: {value:.6g}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,10 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmix_applied.config import ConfigError
     from mmix_applied.engine.io import CheckpointError
     from mmix_applied.engine.module import NonFiniteLossError
+    from mmix_applied.engine.rundir import RunWriteError
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, RunWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except MisconfigurationException as err:  # Lightning rejected a train.* value (accelerator, devices...)
