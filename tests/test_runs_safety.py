@@ -293,3 +293,19 @@ def test_read_only_run_directory_in_fit_and_predict(run, tmp_path, monkeypatch, 
         target = run / "predictions.csv"
     assert code == 2
     says(err, str(target), "Read-only file system", "writable folder")
+
+
+def test_skipped_nan_steps_leave_the_running_statistics_untouched(tmp_path, monkeypatch):
+    """``nonfinite_loss=skip``: a skipped step's forward would put NaN into BatchNorm's running stats."""
+    import lightning.pytorch as pl
+
+    from mmix_applied.tasks.classification import ClassificationRecipe
+
+    monkeypatch.setattr(ClassificationRecipe, "split_batch", lambda self, b: (b[0] * float("nan"), b[1]))
+    config = _config(tmp_path, "nan", "train.nonfinite_loss=skip", "train.limit_val_batches=0")
+    run_dir = fit(config)
+    pl.seed_everything(config.seed, verbose=False)
+    init = ClassificationRecipe(config).build_model().state_dict()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert state["mmix"]["skipped_steps"] == 2
+    assert torch.equal(state["state_dict"]["model.conv1.1.running_mean"], init["conv1.1.running_mean"])

@@ -190,18 +190,19 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
     else:
         run_dir = run_dir_of(config)
     launcher = os.environ.get(_RUN_NAME_ENV) is None  # DDP children share the launching process's lock
+    if ckpt is None and launcher:
+        _refuse_existing(run_dir)
+    recipe, module = _setup(config)
+    if state is not None:
+        check_state_shapes(state, module, ckpt)
+        state = None
+    datamodule = recipe.build_datamodule()
+    trainer = build_trainer(config, run_dir, recipe, stage="fit")
+    # the lock is taken where the run directory is first written (a bad config or data folder writes nothing)
     lock = RunLock(run_dir) if launcher else None
     try:
-        existing = run_dir / "checkpoints"
-        if ckpt is None and launcher and existing.is_dir() and any(existing.glob("*.ckpt")):
-            raise FileExistsError(f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
-                                  "--resume last (or resume=...), or choose another run.name")
-        recipe, module = _setup(config)
-        if state is not None:
-            check_state_shapes(state, module, ckpt)
-            state = None
-        datamodule = recipe.build_datamodule()
-        trainer = build_trainer(config, run_dir, recipe, stage="fit")
+        if ckpt is None and launcher:
+            _refuse_existing(run_dir)  # again: a run that held the lock may have finished meanwhile
         if trainer.is_global_zero:
             _write(lambda: save_config(config, run_dir / "config.yaml"), run_dir / "config.yaml")
             for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a kill during a save
@@ -220,6 +221,13 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         if lock is not None:
             lock.release()
     return run_dir
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    existing = run_dir / "checkpoints"
+    if existing.is_dir() and any(existing.glob("*.ckpt")):
+        raise FileExistsError(f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
+                              "--resume last (or resume=...), or choose another run.name")
 
 
 def _write(action: Callable[[], Any], path: Path, *, exact: bool = True) -> Any:
