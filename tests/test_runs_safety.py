@@ -216,22 +216,47 @@ def test_first_nonfinite_names_the_first_bad_tensor():
     assert first_nonfinite(model) == ("0.bias", 1, 3)
 
 
-def test_diverging_fit_stops_naming_the_parameter_and_keeps_a_finite_checkpoint(tmp_path):
-    config = _config(tmp_path, "lr", "optim.lr=1e6", "train.nonfinite_loss=skip", "train.max_epochs=6",
-                     "train.limit_val_batches=0")
+def test_weights_turning_inf_stop_the_fit_naming_the_parameter_and_keep_the_previous_checkpoint(
+        tmp_path, monkeypatch):
+    """Deterministic divergence: in epoch 1 a step leaves ``fc.bias`` Inf (the loss is then NaN and
+    skipped, as with ``optim.lr=1e6 train.nonfinite_loss=skip``); epoch 0's ``last.ckpt`` must stay."""
+    from mmix_applied.engine.module import MixupModule
+
+    real, calls = MixupModule.training_step, []
+
+    def training_step(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 3:
+            with torch.no_grad():
+                self.model.fc.bias.fill_(float("inf"))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(MixupModule, "training_step", training_step)
+    config = _config(tmp_path, "inf", "train.nonfinite_loss=skip", "train.max_epochs=3",
+                     "train.limit_val_batches=0", "optim.lr=0.01")
     with pytest.raises(NonFiniteWeightsError) as err:
         fit(config)
-    says(err, "first bad parameter 'model.", "optim.lr=1e+06 -> 10000", "previous checkpoint was kept")
-    last = tmp_path / "lr" / "checkpoints" / "last.ckpt"
-    if last.exists():  # the checkpoints saved before the weights broke hold finite values only
-        state = load_checkpoint(last)["state_dict"]
-        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    says(err, "at the end of an epoch", "epoch 1", "first bad parameter 'model.fc.bias' holds 10 NaN/Inf of 10",
+         "optim.lr=0.01 -> 0.0001", "previous checkpoint was kept")
+    state = load_checkpoint(tmp_path / "inf" / "checkpoints" / "last.ckpt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
 
 
-def test_nan_validation_loss_from_diverged_weights_stops_before_any_checkpoint(tmp_path):
+def test_nan_validation_loss_from_diverged_weights_stops_before_any_checkpoint(tmp_path, monkeypatch):
+    """``optim.lr=1e6`` grows the weights to ~1e24 with finite training losses and a NaN validation
+    loss; here made deterministic: the last step of epoch 0 leaves ``fc.weight`` at 1e38 (finite)."""
+    from mmix_applied.engine.module import MixupModule
+
+    def after_step(self, outputs, batch, batch_idx):  # after the optimizer step
+        if self.current_epoch == 0 and batch_idx == 1:
+            with torch.no_grad():
+                self.model.fc.weight.fill_(1e38)
+
+    monkeypatch.setattr(MixupModule, "on_train_batch_end", after_step, raising=False)
     with pytest.raises(NonFiniteWeightsError) as err:
         fit(_config(tmp_path, "lr", "optim.lr=1e6"))
-    says(err, "validation loss is nan", "the largest weight is", "optim.lr=")
+    says(err, "validation loss is nan", "the largest weight is 1e+38, in 'model.fc.weight'", "optim.lr=1e+06")
     assert not list((tmp_path / "lr").rglob("*.ckpt"))
 
 

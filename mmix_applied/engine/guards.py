@@ -72,9 +72,11 @@ class FiniteWeightsGuard(pl.Callback):
         config = getattr(pl_module, "config", None)
         lr = getattr(getattr(config, "optim", None), "lr", None)
         lower = f" (optim.lr={lr:g} -> {lr / 100:g})" if isinstance(lr, float) else ""
-        return (f"Try a lower learning rate{lower}, gradient clipping (train.gradient_clip_val=1.0), or full "
-                "precision (train.precision=32); the previous checkpoint was kept (none is saved with NaN/Inf "
-                "weights)")
+        precision = str(getattr(getattr(config, "train", None), "precision", "32"))
+        full = "" if precision in ("32", "32-true", "64", "64-true") else (
+            f", or full precision (train.precision=32; now {precision!r})")
+        return (f"Try a lower learning rate{lower}, gradient clipping (train.gradient_clip_val=1.0){full}; the "
+                "previous checkpoint was kept (none is saved with NaN/Inf weights)")
 
     def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, where: str) -> None:
         """Raise if a weight of ``pl_module`` is NaN/Inf (``where`` says when the check ran)."""
@@ -105,7 +107,8 @@ class FiniteWeightsGuard(pl.Callback):
             name, peak = largest_weight(pl_module)
             raise NonFiniteWeightsError(
                 f"the validation loss is {float(loss)} at epoch {trainer.current_epoch} (global step "
-                f"{trainer.global_step}) while training diverged: the largest weight is {peak:.3g} in {name!r}. "
+                f"{trainer.global_step}): training diverged (the largest weight is {peak:.3g}, in {name!r}) or the "
+                "validation data holds NaN/Inf. "
                 + self._fix(pl_module)
             )
 
