@@ -49,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     add("test", "evaluate a checkpoint on the test split (unmixed)", checkpoint=True)
     predict = add("predict", "write per-image predictions of a checkpoint", checkpoint=True)
     predict.add_argument("--input", help="what to predict on (recipe-defined; default: the test split)")
-    predict.add_argument("--output", help="output file (default: RUN_DIR/predictions.csv)")
+    predict.add_argument("--output", help="output file, or a folder for FOLDER/predictions.csv (default: "
+                                          "RUN_DIR/predictions.csv); never a checkpoint")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace an existing --output file that is not a previous prediction")
     predict.add_argument("--raw", action="store_true",
                          help="write raw probabilities (default: calibrated with the checkpoint's temperature)")
     add("points", "print the mix points of the configured model")
@@ -156,11 +159,11 @@ def _run(args: argparse.Namespace) -> int:
         print(format_fit_summary(json.loads(summary.read_text())) if summary.is_file()
               else f"run directory: {run_dir}")
     elif args.command == "test":
-        metrics = runner.test(config, checkpoint=args.checkpoint)
-        print(format_test_table(metrics))
+        runner.test(config, checkpoint=args.checkpoint,
+                    on_metrics=lambda m: print(format_test_table(m), flush=True))  # printed before writing
     elif args.command == "predict":
         path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
-                              raw=args.raw)
+                              raw=args.raw, overwrite=args.overwrite)
         print(f"predictions: {path} ({'raw' if args.raw else 'calibrated where the checkpoint has a temperature'}"
               "; see its temperature column)")
     return 0
@@ -189,10 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmix_applied.config import ConfigError
     from mmix_applied.engine.io import CheckpointError
     from mmix_applied.engine.module import NonFiniteLossError
+    from mmix_applied.engine.rundir import RunWriteError
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, RunWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except MisconfigurationException as err:  # Lightning rejected a train.* value (accelerator, devices...)

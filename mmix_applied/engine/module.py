@@ -88,12 +88,17 @@ class MixupModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         x, y = self.recipe.split_batch(batch)
+        # skip mode: a skipped step must not leave its NaN in the running statistics (BatchNorm) either
+        saved = _float_buffers(self.model, clone=True) if self.config.train.nonfinite_loss == "skip" else None
         if self.mixer is not None:
             out, plan = self.mixer(x)
         else:
             out, plan = self.model(x), None
         loss = self.adapter.loss(out, y, plan)
         if not torch.isfinite(loss).all():
+            if saved:
+                with torch.no_grad():
+                    torch._foreach_copy_(_float_buffers(self.model), saved)
             return self._non_finite(loss, batch_idx)
         if plan is not None:
             self.mixed_steps += 1
@@ -277,6 +282,12 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         np.random.set_state(("MT19937", keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _float_buffers(model: torch.nn.Module, *, clone: bool = False) -> list[torch.Tensor]:
+    """The floating-point buffers of ``model`` (running statistics), cloned when asked."""
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    return [b.detach().clone() for b in buffers] if clone else buffers
 
 
 def _batch_size(x: Any) -> int:
