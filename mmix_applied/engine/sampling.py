@@ -43,7 +43,7 @@ class SeededRandomSampler(RandomSampler):
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
-                drop_last: bool | None = None, **kwargs: Any) -> DataLoader:
+                drop_last: bool | None = None, persistent_workers: bool = False, **kwargs: Any) -> DataLoader:
     """A DataLoader; training loaders shuffle with :class:`SeededRandomSampler` and drop the last
     partial batch (mixing needs >= 2 samples)."""
     if batch_size < 1:
@@ -54,4 +54,4 @@ def make_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int = 0
     sampler = SeededRandomSampler(dataset, seed=seed) if train else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=train if drop_last is None else drop_last,
-                      persistent_workers=False, **kwargs)
+                      persistent_workers=persistent_workers and num_workers > 0, **kwargs)
