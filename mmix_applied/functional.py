@@ -73,9 +73,11 @@ def mix(h: Tensor, lam: Tensor, perm: Tensor, *, batch_dim: int = 0, box: Tensor
     ``cutmix`` (``box`` given): the partner's values inside the box, ``h`` outside; the box covers
     the last ``S`` dimensions of ``h`` (its spatial dimensions, ``S = box.shape[0]``).
 
-    The result keeps ``h``'s dtype, so mixing under autocast does not promote bf16/fp16 states.
+    The result keeps ``h``'s dtype, so mixing under autocast does not promote bf16/fp16 states,
+    and its memory layout (``channels_last``, ``channels_last_3d``): the partners are gathered in
+    ``h``'s own dimension order, with no extra copy.
     """
-    partner = h.index_select(batch_dim, perm.to(h.device))
+    partner = _take(h, batch_dim, perm.to(h.device))
     if box is None:
         # lerp(partner, h, lam) = partner + lam * (h - partner) = lam*h + (1-lam)*partner
         return torch.lerp(partner, h, lam_view(lam, h, batch_dim))
@@ -88,6 +90,19 @@ def mix(h: Tensor, lam: Tensor, perm: Tensor, *, batch_dim: int = 0, box: Tensor
         )
     mask = box_mask(box, h.shape[-spatial:], device=h.device)
     return torch.where(mask, partner, h)
+
+
+def _take(h: Tensor, batch_dim: int, perm: Tensor) -> Tensor:
+    """``h.index_select(batch_dim, perm)`` laid out as ``h`` is (``index_select`` alone returns a
+    contiguous tensor, which would turn a channels-last state into a contiguous one)."""
+    if h.is_contiguous() or h.dim() < 2:
+        return h.index_select(batch_dim, perm)
+    order = sorted(range(h.dim()), key=lambda d: -h.stride(d))  # outermost dimension first
+    dense = h.permute(order)
+    if not dense.is_contiguous():  # not a permutation of a dense tensor (a view with gaps)
+        return h.index_select(batch_dim, perm)
+    taken = dense.index_select(order.index(batch_dim), perm)
+    return taken.permute([order.index(d) for d in range(h.dim())])
 
 
 def _mixable(h: Tensor, batch_dim: int, batch_size: int) -> bool:
