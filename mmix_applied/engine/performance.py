@@ -27,8 +27,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["EpochSyncedDataset", "LoaderPace", "compile_model", "convert_memory_format", "resolve_speed_options",
-           "uses_cuda", "worker_init"]
+__all__ = ["EpochSyncedDataset", "LoaderPace", "RestartStaleLoader", "compile_model", "convert_memory_format",
+           "resolve_speed_options", "uses_cuda", "worker_init"]
 
 def uses_cuda(train: Any) -> bool:
     """Whether ``train.accelerator`` (``auto``, ``gpu``, ``cuda``...) trains on a CUDA GPU here."""
@@ -151,6 +151,28 @@ class EpochSyncedDataset(Dataset):
         if name == "dataset":  # during unpickling, before __dict__ is filled
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+class RestartStaleLoader(Callback):
+    """Restarts a training iterator whose workers prefetched another epoch's order.
+
+    Lightning creates the training iterator when it first sizes the loader (for the schedule's
+    step count, in ``configure_optimizers``), before a resumed run's epoch is restored, and reuses
+    it for the resumed epoch. Without workers nothing is drawn early; with workers the first
+    batches are prefetched at once, in epoch 0's order. At the epoch start this checks the
+    sampler's epoch against the one its iterator began with and, if they differ, starts it again.
+    """
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Restart the training iterator if it was started for another epoch."""
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        started = getattr(sampler, "iter_epoch", None)
+        if fetcher is None or getattr(loader, "num_workers", 0) == 0 or started is None:
+            return
+        if started != sampler.epoch:
+            iter(fetcher)
 
 
 class LoaderPace(Callback):

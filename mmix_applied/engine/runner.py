@@ -27,7 +27,7 @@ from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSu
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
 from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
-from mmix_applied.engine.performance import LoaderPace
+from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
 from mmix_applied.engine.recipe import get_recipe
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
@@ -104,6 +104,7 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
                                              monitor=monitor, mode=t.monitor_mode, save_top_k=t.save_top_k,
                                              auto_insert_metric_name=False, enable_version_counter=False))
         callbacks.append(RankSummary(run_dir))
+        callbacks.append(RestartStaleLoader())
         if t.loader_check_steps > 0:
             callbacks.append(LoaderPace(steps=t.loader_check_steps,
                                         num_workers=getattr(config.data, "num_workers", 0)))
