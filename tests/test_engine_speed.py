@@ -195,3 +195,19 @@ def test_resume_with_persistent_workers_is_exact_and_matches_a_run_without_worke
     fit(tiny(tmp_path, "resumed", *opts, "data.num_workers=1"), resume="last")
     a, b = _weights(full), _weights(tmp_path / "resumed")
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) == 0.0
+
+
+def test_compile_model_sets_the_dynamo_flags_a_recurrent_model_needs_and_keeps_state_dict_keys():
+    from mmix_applied.engine.performance import compile_model
+
+    before = torch._dynamo.config.allow_rnn
+    try:
+        torch._dynamo.config.allow_rnn = False
+        conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+        keys = list(conv.state_dict())
+        compile_model(conv, backend="eager")
+        assert torch._dynamo.config.allow_rnn is False and list(conv.state_dict()) == keys  # no RNN: untouched
+        compile_model(torch.nn.Sequential(torch.nn.LSTM(4, 4)), backend="eager")
+        assert torch._dynamo.config.allow_rnn is True
+    finally:
+        torch._dynamo.config.allow_rnn = before
