@@ -196,12 +196,25 @@ def mix(h: Tensor, lam: Tensor, perm: Tensor, *, batch_dim: int = 0, box: Tensor
                 "with a spatial layout (convolutional stages)."
             )
     if lam.requires_grad or not h.is_floating_point():
-        partner = h.index_select(batch_dim, perm)
+        partner = _take(h, batch_dim, perm)
         if box is None:
             return torch.lerp(partner, h, lam_view(lam, h, batch_dim))
         return torch.where(box_mask(box, h.shape[-box.shape[0]:], device=h.device), partner, h)
     lam = lam.to(dtype=h.dtype, device=h.device)
     return _PermutationMix.apply(h, lam, perm, box, batch_dim)
+
+
+def _take(h: Tensor, batch_dim: int, perm: Tensor) -> Tensor:
+    """``h.index_select(batch_dim, perm)`` laid out as ``h`` is (``index_select`` alone returns a
+    contiguous tensor, which would turn a channels-last state into a contiguous one)."""
+    if h.is_contiguous() or h.dim() < 2:
+        return h.index_select(batch_dim, perm)
+    order = sorted(range(h.dim()), key=lambda d: -h.stride(d))  # outermost dimension first
+    dense = h.permute(order)
+    if not dense.is_contiguous():  # not a permutation of a dense tensor (a view with gaps)
+        return h.index_select(batch_dim, perm)
+    taken = dense.index_select(order.index(batch_dim), perm)
+    return taken.permute([order.index(d) for d in range(h.dim())])
 
 
 def _mixable(h: Tensor, batch_dim: int, batch_size: int) -> bool:

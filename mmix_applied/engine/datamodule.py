@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
+from mmix_applied.engine.performance import EpochSyncedDataset, worker_init
 from mmix_applied.engine.sampling import make_loader
 
 __all__ = ["DataModule"]
@@ -61,10 +63,30 @@ class DataModule(pl.LightningDataModule):
         return self._built[split]
 
     def loader(self, split: str) -> DataLoader:
-        """The DataLoader of ``split``: the seeded, resumable sampler for ``train``, in order otherwise."""
+        """The DataLoader of ``split``: the seeded, resumable sampler for ``train``, in order otherwise.
+
+        With workers, training workers persist across epochs (the epoch reaches them through
+        :class:`~mmix_applied.engine.performance.EpochSyncedDataset`), each worker runs OpenCV
+        single-threaded, and batches are pinned when the trainer runs on a CUDA GPU.
+        """
         train = split == "train"
-        return make_loader(self.dataset(split), batch_size=self.batch_size if train else self.eval_batch_size,
-                           train=train, seed=self.seed, num_workers=self.num_workers, collate_fn=self.collate_fn)
+        dataset = self.dataset(split)
+        workers = self.num_workers > 0
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if train and workers and callable(getattr(dataset, "set_epoch", None)):
+            dataset = EpochSyncedDataset(dataset)
+        pin = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+        loader = make_loader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
+                             train=train, seed=self.seed, num_workers=self.num_workers, collate_fn=self.collate_fn,
+                             persistent_workers=train and workers, pin_memory=pin,
+                             worker_init_fn=worker_init if workers else None)
+        if train:
+            # The epoch is known before the first iterator starts prefetching (Lightning sets it only
+            # after; with workers, a resumed run would otherwise start with epoch 0's order and seeds).
+            for part in (dataset, loader.sampler):
+                if callable(getattr(part, "set_epoch", None)):
+                    part.set_epoch(epoch)
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         """Training batches, shuffled by ``(seed, epoch)``."""

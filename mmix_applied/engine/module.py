@@ -18,6 +18,7 @@ from mmix_applied.engine.calibrate import ood_figures
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.modelzoo import backbone_param_groups
 from mmix_applied.engine.optim import build_optimizer, build_scheduler
+from mmix_applied.engine.performance import compile_model, convert_memory_format, resolve_speed_options
 from mmix_applied.mixer import ManifoldMixup
 from mmix_applied.ood import ood_scores
 
@@ -54,8 +55,13 @@ class MixupModule(pl.LightningModule):
         self.adapter = recipe.build_adapter()
         self.val_metrics = recipe.build_metrics("val")
         self.test_metrics = recipe.build_metrics("test")
+        resolve_speed_options(config.train, self.model)  # 'auto' -> the resolved values, in the config
+        if config.train.channels_last:
+            convert_memory_format(self.model)
         # The mixer is not an nn.Module: keep it out of the module tree and state_dict.
         self.__dict__["mixer"] = build_mixer(self.model, config)
+        if config.train.compile:  # once, after the mixer: it stays the router; every stage runs compiled
+            compile_model(self.model, mode=config.train.compile_mode, backend=config.train.compile_backend)
         self.skipped_steps = 0
         self.mixed_steps = 0
         # calibration (mmix_applied.engine.calibrate): the fitted temperature restored from the checkpoint,
@@ -86,8 +92,12 @@ class MixupModule(pl.LightningModule):
             self.mixer.enabled = self.current_epoch < max_epochs - last
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+    def _inputs(self, batch: Any) -> tuple[Any, Any]:
         x, y = self.recipe.split_batch(batch)
+        return (convert_memory_format(x) if self.config.train.channels_last else x), y
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        x, y = self._inputs(batch)
         # skip mode: a skipped step must not leave its NaN in the running statistics (BatchNorm) either
         saved = _float_buffers(self.model, clone=True) if self.config.train.nonfinite_loss == "skip" else None
         if self.mixer is not None:
@@ -123,7 +133,7 @@ class MixupModule(pl.LightningModule):
         )
 
     def _eval_step(self, batch: Any, stage: str) -> torch.Tensor:
-        x, y = self.recipe.split_batch(batch)
+        x, y = self._inputs(batch)
         out = self.model(x)
         loss = self.adapter.loss(out, y, None)
         metrics = self.val_metrics if stage == "val" else self.test_metrics

@@ -34,6 +34,7 @@ from mmix_applied.engine.config import Config, parse_config, read_yaml, save_con
 from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
+from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
 from mmix_applied.engine.recipe import get_recipe
 from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
 from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
@@ -114,6 +115,10 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
         callbacks.append(RankSummary(run_dir))
         callbacks.append(ValidationHistory())
         callbacks.append(FiniteWeightsGuard())
+        callbacks.append(RestartStaleLoader())
+        if t.loader_check_steps > 0:
+            callbacks.append(LoaderPace(steps=t.loader_check_steps,
+                                        num_workers=getattr(config.data, "num_workers", 0)))
         if config.model.freeze_backbone_epochs:
             callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
         if "csv" in t.loggers:

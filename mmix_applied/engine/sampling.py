@@ -28,12 +28,15 @@ class SeededRandomSampler(RandomSampler):
         super().__init__(data_source)
         self.seed = int(seed)
         self.epoch = 0
+        #: The epoch whose permutation the latest ``__iter__`` yields (None before the first).
+        self.iter_epoch: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation ``__iter__`` yields (Lightning calls this)."""
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
+        self.iter_epoch = self.epoch
         g = torch.Generator()
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         yield from torch.randperm(len(self.data_source), generator=g).tolist()
@@ -43,7 +46,7 @@ class SeededRandomSampler(RandomSampler):
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
-                drop_last: bool | None = None, **kwargs: Any) -> DataLoader:
+                drop_last: bool | None = None, persistent_workers: bool = False, **kwargs: Any) -> DataLoader:
     """A DataLoader; training loaders shuffle with :class:`SeededRandomSampler` and drop the last
     partial batch (mixing needs >= 2 samples)."""
     if batch_size < 1:
@@ -52,6 +55,11 @@ def make_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int = 0
         raise ValueError(f"the training set has {len(dataset)} samples, fewer than batch_size={batch_size}: "
                          "every batch would be dropped; lower data.batch_size")
     sampler = SeededRandomSampler(dataset, seed=seed) if train else None
+    if train and "generator" not in kwargs:
+        # Each new iterator draws its workers' base seed from this generator, not from the global RNG:
+        # persistent workers (one iterator for the run) and a resumed run (a new one) then leave the
+        # global stream (dropout) in the same state, with or without workers.
+        kwargs["generator"] = torch.Generator().manual_seed(int(seed))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=train if drop_last is None else drop_last,
-                      persistent_workers=False, **kwargs)
+                      persistent_workers=persistent_workers and num_workers > 0, **kwargs)

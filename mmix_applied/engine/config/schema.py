@@ -136,7 +136,15 @@ class TrainConfig:
         devices: Number of devices, a list of ids, or ``auto``.
         num_nodes: Machines for multi-node DDP.
         strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``ddp_find_unused_parameters_true``, ``fsdp``...
-        precision: ``32``, ``bf16-mixed``, ``16-mixed``, ``64``.
+        precision: ``auto`` (``bf16-mixed`` on a CUDA GPU that supports bf16, else ``32``), ``32``,
+            ``bf16-mixed``, ``16-mixed``, ``64``.
+        channels_last: ``auto`` (``true`` on a CUDA GPU for models with 2D/3D convolutions, else
+            ``false``), ``true`` or ``false``: the model and its inputs in channels-last memory layout.
+        compile: Compile the model (``torch.compile``, in place, once, after the mixer is attached).
+        compile_mode: ``default``, ``reduce-overhead`` or ``max-autotune``.
+        compile_backend: ``torch.compile`` backend (``eager``: Dynamo only, no code generation).
+        loader_check_steps: Steps per epoch over which the wait for the next batch is timed against
+            the step; a warning says when the loader cannot keep up (0: off).
         accumulate_grad_batches: Gradient accumulation.
         gradient_clip_val: Clip gradients at this norm/value (``None``: no clipping).
         gradient_clip_algorithm: ``norm`` or ``value``.
@@ -161,7 +169,12 @@ class TrainConfig:
     devices: int | str | list[int] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str | int = "32"
+    precision: str | int = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    compile_backend: str = "inductor"
+    loader_check_steps: int = 20
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
