@@ -103,12 +103,17 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def check_resume_config(checkpoint: dict[str, Any], config: Config, path: str | os.PathLike) -> None:
     """Refuse a resume whose config changes keys that cannot change on resume (lists them with both values).
 
-    Only :data:`RESUMABLE_KEYS` may differ from the config stored in the checkpoint.
+    Only :data:`RESUMABLE_KEYS` may differ from the config stored in the checkpoint. ``train.precision``
+    and ``train.channels_last`` set to ``auto`` take the values the run resolved them to when it started.
     """
     saved = (checkpoint.get("mmix") or {}).get("config")
     if not saved:
         return
-    before, after = _flat(saved), _flat(config_to_dict(config))
+    before = _flat(saved)
+    for key in ("precision", "channels_last"):  # `auto` resumes with what it meant when the run started
+        if getattr(config.train, key) == "auto" and f"train.{key}" in before:
+            setattr(config.train, key, before[f"train.{key}"])
+    after = _flat(config_to_dict(config))
     changed = [k for k in sorted(set(before) | set(after))
                if before.get(k) != after.get(k) and not any(fnmatch.fnmatchcase(k, p) for p in RESUMABLE_KEYS)]
     if not changed:
