@@ -9,6 +9,7 @@ recipe registry, :mod:`mmix_applied.engine.recipe`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -173,6 +174,13 @@ def _check_ranges(cfg: Config) -> None:
         ("mix.alpha", cfg.mix.alpha > 0, "must be > 0 (try 2.0 for small images, 0.2 for large data)"),
         ("mix.prob", 0.0 <= cfg.mix.prob <= 1.0, "must be in [0, 1]"),
         ("mix.off_last_epochs", cfg.mix.off_last_epochs >= 0, "must be >= 0"),
+        ("mix.warmup_epochs", cfg.mix.warmup_epochs >= 0, "must be >= 0"),
+        ("mix.warmup_epochs", cfg.mix.warmup_epochs == 0 or cfg.mix.variant == "none" or cfg.train.max_epochs < 1
+         or cfg.mix.warmup_epochs + cfg.mix.off_last_epochs < cfg.train.max_epochs,
+         f"with mix.off_last_epochs={cfg.mix.off_last_epochs} leaves no mixed epoch of train.max_epochs="
+         f"{cfg.train.max_epochs}; lower it (warmup_epochs + off_last_epochs < max_epochs) or set mix.variant=none"),
+        ("mix.clean_weight", math.isfinite(cfg.mix.clean_weight) and cfg.mix.clean_weight >= 0,
+         "must be a finite number >= 0 (0 = off; 1 = RegMixup's eta = 1)"),
         ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
          "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
@@ -181,9 +189,9 @@ def _check_ranges(cfg: Config) -> None:
         ("model.freeze_backbone_epochs", cfg.model.freeze_backbone_epochs >= 0, "must be >= 0"),
         ("model.backbone_lr_mult", cfg.model.backbone_lr_mult >= 0, "must be >= 0"),
     ]
-    if isinstance(cfg.mix.points, str) and cfg.mix.points != "auto":
-        raise ConfigError(f"config key 'mix.points': {cfg.mix.points!r} must be 'auto' or a list of "
-                          "module names, e.g. [input, layer1]")
+    if isinstance(cfg.mix.points, str) and cfg.mix.points not in ("auto", "all"):
+        raise ConfigError(f"config key 'mix.points': received {cfg.mix.points!r}; valid: 'auto' (the family's "
+                          "default), 'all' (input + every stage) or a list of module names, e.g. [input, layer1]")
     for key, ok, msg in checks:
         if not ok:
             raise ConfigError(f"config key {key!r}: {msg} (received {_get(cfg, key)!r})")
