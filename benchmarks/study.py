@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from study_regimes import GOALS, KEY_METRICS, REGIMES, Regime, grid_cells  # noqa: E402
 
+from mmix_applied._io import atomic_write_text  # noqa: E402
 from mmix_applied.compare import compare  # noqa: E402
 from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
 from mmix_applied.config import load_config  # noqa: E402
-from mmix_applied.engine.io import atomic_write_text  # noqa: E402
 
 __all__ = ["assemble", "main", "run_regime"]
 

@@ -127,9 +127,9 @@ class ManifoldMixup:
                 "`mixer = ManifoldMixup.attached(model) or ManifoldMixup(model, ...)` in a setup() that runs "
                 "twice), or call its close() before making a new one."
             )
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha must be a number > 0 (Beta(alpha, alpha)); received {alpha!r}. Typical: "
-                             f"2.0 or 0.2.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
+            raise ValueError(f"alpha must be a number > 0 and finite (Beta(alpha, alpha)); received {alpha!r}. "
+                             f"Typical: 2.0 or 0.2.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; received {mode!r}.")
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:

@@ -11,12 +11,12 @@ the core imports no model library.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 from torch import nn
 
+from ._hints import close_matches
 from .functional import BatchDims
 
 __all__ = [
@@ -117,7 +117,7 @@ def validate_points(model: nn.Module, points: Sequence[str]) -> list[str]:
     known = set(valid)
     for p in points:
         if p != INPUT and p not in known:
-            close = difflib.get_close_matches(p, valid + [INPUT], n=5, cutoff=0.5)
+            close = close_matches(p, valid + [INPUT], n=5, cutoff=0.5)
             shown = ", ".join(repr(v) for v in valid[:25]) + (", ..." if len(valid) > 25 else "")
             raise ValueError(
                 f"unknown mix point {p!r} for {type(model).__name__}. "

@@ -14,7 +14,6 @@ Lightning (plots use matplotlib's Agg backend).
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from mmix_applied._hints import did_you_mean
 
 __all__ = ["ClassSpectra", "class_spectra", "collect_states", "directions_for", "plot_spectra"]
 
@@ -154,8 +155,7 @@ def collect_states(model: nn.Module, loader: Iterable[Any], point: str, *,
     """
     names = dict(model.named_modules())
     if point != "input" and point not in names:
-        near = difflib.get_close_matches(point, list(names), n=3)
-        hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+        hint = did_you_mean(point, names, n=3)
         raise KeyError(f"point {point!r} is not a module of the model.{hint} Valid: 'input' or one of "
                        f"{[n for n in names if n][:20]}{' ...' if len(names) > 21 else ''}")
     if device is None:

@@ -184,6 +184,10 @@ class HandwritingRecipe(Recipe):
         test = self._read(d.test or d.train, d.test_ids) if (d.test or d.test_ids) else val
         if not train:
             raise ValueError(f"handwriting: no training lines in {d.train!r} (check data.train_ids/include_err)")
+        if d.charset is None and not any(r.text for r in train):
+            raise ValueError(f"handwriting: every transcription of the {len(train)} training line(s) in {d.train!r} "
+                             "is empty, and a charset needs at least one character; fill in the transcriptions "
+                             "(TSV: path<TAB>text), or set data.charset to the characters to recognise")
         charset = Charset(d.charset) if d.charset is not None else Charset.from_texts(r.text for r in train)
         self._records = {name: check_charset(recs, charset, on_unknown=d.on_unknown)
                          for name, recs in (("train", train), ("val", val), ("test", test))}

@@ -296,3 +296,83 @@ def test_single_line_transcription_list_without_a_validation_list(tmp_path):
         _hw_recipe("data.format=tsv", f"data.train={tsv}").records()
     says(err, str(tsv), "1 usable line", "data.val")
     assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- round 2 (issue 15): data
+@pytest.mark.parametrize("entry, key, shown", [
+    ({"image": 5, "label": "lab.nii.gz"}, "'image'", "int 5"),
+    ({"image": "img.nii.gz", "label": None}, "'label'", "NoneType None"),
+    ({"image": ["img.nii.gz", 3], "label": "lab.nii.gz"}, "'image'", "list ['img.nii.gz', 3]"),
+])
+def test_datalist_entry_that_is_not_a_path_names_the_entry(volumes, entry, key, shown):
+    from mmix_applied.data.segmentation import load_datalist
+
+    good = {"image": "img.nii.gz", "label": "lab.nii.gz"}
+    (volumes / "dataset.json").write_text(json.dumps({"training": [good, entry]}))
+    before = snapshot(volumes)
+    with pytest.raises(TypeError) as err:
+        load_datalist(volumes / "dataset.json")
+    says(err, str(volumes / "dataset.json"), "entry 1 of 'training'", key, "must be a file path", shown)
+    assert snapshot(volumes) == before
+    (volumes / "dataset.json").write_text(json.dumps({"training": [good, good]}))  # the control
+    assert [Path(i["image"]).name for i in load_datalist(volumes / "dataset.json")] == ["img.nii.gz"] * 2
+
+
+def test_all_empty_transcriptions_name_the_file(tmp_path):
+    _line(tmp_path / "a.png")
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("a.png\t\na.png\t\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        _hw_recipe("data.format=tsv", f"data.train={tsv}", f"data.val={tsv}").records()
+    says(err, str(tsv), "every transcription of the 2 training line(s)", "a charset needs at least one character",
+         "set data.charset")
+    assert snapshot(tmp_path) == before
+    recipe = _hw_recipe("data.format=tsv", f"data.train={tsv}", f"data.val={tsv}", "data.charset=ab")
+    assert len(recipe.records()["train"]) == 2  # with a charset the lines are usable (empty targets)
+
+
+def _cls_tiff(root: Path, image: np.ndarray) -> Path:
+    (root / "a").mkdir(parents=True, exist_ok=True)
+    png(root / "b" / "b0.png", np.zeros((8, 8), np.uint8))
+    assert cv2.imwrite(str(root / "a" / "a0.tif"), image)
+    return root / "a" / "a0.tif"
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1.0), (np.uint16, 65535.0)])
+def test_float_and_16_bit_tiff_in_a_classification_folder_are_read_and_scaled(tmp_path, dtype, scale):
+    from mmix_applied.data.images import read_image
+
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    path = _cls_tiff(tmp_path, (ramp * scale).astype(dtype))
+    before = snapshot(tmp_path)
+    gray = read_image(path, channels=1)
+    assert gray.dtype == np.uint8 and gray.shape == (8, 8, 1)
+    np.testing.assert_array_equal(gray[:, :, 0], np.round(ramp * 255).astype(np.uint8))  # [0, 1] -> x 255
+    rgb = read_image(path, channels=3)
+    assert rgb.shape == (8, 8, 3) and (rgb == gray).all()
+    assert snapshot(tmp_path) == before
+
+
+def test_float_tiff_outside_unit_range_is_min_max_scaled_with_a_warning(tmp_path):
+    from mmix_applied.data import images
+
+    hu = np.linspace(-1000.0, 3000.0, 64, dtype=np.float32).reshape(8, 8)  # CT-like values
+    path = _cls_tiff(tmp_path, hu)
+    images._warned_scaling.discard("minmax")
+    with pytest.warns(UserWarning, match=r"\[-1000, 3000\], outside \[0, 1\].*min-max scaled"):
+        out = images.read_image(path, channels=1)
+    expected = np.round((hu - hu.min()) / (hu.max() - hu.min()) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(out[:, :, 0], expected)
+
+
+def test_float_tiff_with_nan_in_a_classification_folder(tmp_path):
+    from mmix_applied.data.images import ImageFileDataset, list_image_folder
+
+    image = np.full((8, 8), 0.5, np.float32)
+    image[2, 2] = np.nan
+    path = _cls_tiff(tmp_path, image)
+    items, _ = list_image_folder(tmp_path)
+    with pytest.raises(ValueError) as err:
+        ImageFileDataset(items, channels=1)[0]
+    says(err, str(path), "NaN/Inf", "np.nan_to_num")

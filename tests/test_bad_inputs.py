@@ -50,7 +50,7 @@ class _BytesIn(nn.Module):
 
 
 # --------------------------------------------------------------------------- core
-@pytest.mark.parametrize("alpha", [0, -1.0, math.nan])
+@pytest.mark.parametrize("alpha", [0, -1.0, math.nan, math.inf])
 def test_alpha_not_positive(alpha):
     with pytest.raises(ValueError) as err:
         ManifoldMixup(_Tiny(), points=["input"], alpha=alpha)

@@ -103,8 +103,8 @@ def test_clean_weight_gradient_equals_a_hand_written_two_forward_loss(tmp_path):
 @pytest.mark.parametrize(("override", "fragment"), [
     ("mix.warmup_epochs=-1", "'mix.warmup_epochs': must be >= 0 (received -1)"),
     ("mix.warmup_epochs=2", "leaves no mixed epoch of train.max_epochs=2"),
-    ("mix.clean_weight=-0.5", "'mix.clean_weight': must be a finite number >= 0"),
-    ("mix.clean_weight=.inf", "'mix.clean_weight': must be a finite number >= 0"),
+    ("mix.clean_weight=-0.5", "'mix.clean_weight': must be >= 0 (0 = off; 1 = RegMixup's eta = 1) (received -0.5)"),
+    ("mix.clean_weight=.inf", "'mix.clean_weight': received inf; every number in a config must be finite"),
     ("mix.points=every", "received 'every'; valid: 'auto'"),
 ])
 def test_knob_ranges_are_validated(tmp_path, override, fragment):

@@ -60,7 +60,7 @@ def test_tiny_fit_and_predict_on_the_test_canvases(tmp_path):
 @pytest.mark.parametrize(("override", "fragment"), [
     ("data.num_classes=4", "data.source=digit_canvas has 11 classes"),
     ("data.spatial_dims=3", "data.spatial_dims=2 (received multiclass, 11, 1, 3)"),
-    ("data.num_train=0", "data.num_train must be an integer >= 1"),
+    ("data.num_train=0", "'data.num_train': must be >= 1 (labeled training canvases; default 64) (received 0)"),
 ])
 def test_digit_canvas_config_errors(tmp_path, override, fragment):
     with pytest.raises(ValueError) as err:

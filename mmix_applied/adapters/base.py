@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from ..functional import mix
 from ..plan import MixPlan
 
-__all__ = ["TaskAdapter", "box_for", "check_batch", "check_tensor", "checking_values", "mix_dense", "mix_batch",
-           "plain"]
+__all__ = ["Adapter", "TaskAdapter", "box_for", "check_batch", "check_tensor", "checking_values", "mix_dense",
+           "mix_batch", "plain"]
 
 
 def check_tensor(value: Any, name: str, adapter: str) -> Tensor:
@@ -102,7 +102,7 @@ def box_for(box: Tensor, spatial: int) -> Tensor:
     return torch.cat([box.new_tensor([[0.0, 1.0]] * (spatial - box.shape[0])), box])
 
 
-class TaskAdapter(nn.Module):
+class Adapter(nn.Module):
     """Base class: ``loss(output, target, plan=None)``; ``forward`` is ``loss``.
 
     Like timm's tasks and torch losses, an adapter is an ``nn.Module`` so it moves with
@@ -128,3 +128,7 @@ class TaskAdapter(nn.Module):
 
     def forward(self, output: Any, target: Any, plan: MixPlan | None = None) -> Tensor:
         return self.loss(output, target, plan)
+
+
+#: The earlier name (one word per concept: an *adapter* mixes an output type); kept as an alias.
+TaskAdapter = Adapter

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, checking_values, mix_batch
+from .base import Adapter, check_batch, check_tensor, checking_values, mix_batch
 
 __all__ = ["Classification", "MultiLabel"]
 
@@ -28,7 +28,7 @@ def _check_count(value: object, name: str, adapter: str) -> int:
     return value
 
 
-class Classification(TaskAdapter):
+class Classification(Adapter):
     """Single-label classification with class-index or soft-vector targets.
 
     Args:
@@ -101,7 +101,7 @@ class Classification(TaskAdapter):
         return -(soft.to(logp.device) * logp).sum(dim=1).mean()
 
 
-class MultiLabel(TaskAdapter):
+class MultiLabel(Adapter):
     """Multi-label classification: BCE-with-logits on interpolated 0/1 vectors.
 
     Args:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_tensor, checking_values
+from .base import Adapter, check_tensor, checking_values
 
 __all__ = ["CTC", "ctc_per_sample"]
 
@@ -72,7 +72,7 @@ def _ctc_backward(ctx: Any, grad_losses: Tensor, _grad_grad: Tensor) -> tuple[Te
 ctc_per_sample.register_autograd(_ctc_backward, setup_context=_ctc_setup)
 
 
-class CTC(TaskAdapter):
+class CTC(Adapter):
     """Connectionist temporal classification with loss mixing.
 
     Args:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from mmix_applied.adapters.base import TaskAdapter
+from mmix_applied.adapters.base import Adapter
 
 __all__ = ["LineCTC", "LineTargets", "ctc_feasible"]
 
@@ -34,7 +34,7 @@ def ctc_feasible(targets: Tensor, target_lengths: Tensor, output_lengths: Tensor
     return output_lengths >= target_lengths + repeats
 
 
-class LineCTC(TaskAdapter):
+class LineCTC(Adapter):
     """The core's ``CTC`` adapter fed with each line's true output length (from :class:`LineTargets`).
 
     The core mixes the losses and, under a plan, gives both terms ``max(T_i, T_perm[i])`` steps,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..plan import MixPlan
-from .base import TaskAdapter, check_batch, check_tensor, checking_values, mix_batch, mix_dense
+from .base import Adapter, check_batch, check_tensor, checking_values, mix_batch, mix_dense
 
 __all__ = ["Regression", "LOSSES"]
 
@@ -26,7 +26,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
-class Regression(TaskAdapter):
+class Regression(Adapter):
     """Regression on float targets of the output's shape, mixed as ``lam*y + (1-lam)*y[perm]``.
 
     Args:

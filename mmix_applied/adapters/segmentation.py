@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..functional import box_mask
 from ..plan import MixPlan
-from .base import TaskAdapter, box_for, check_batch, check_tensor, checking_values, mix_dense
+from .base import Adapter, box_for, check_batch, check_tensor, checking_values, mix_dense
 from .dice import soft_dice_loss
 
 __all__ = ["Segmentation", "SEG_MODES"]
@@ -38,7 +38,7 @@ _LAYOUTS = {"multiclass": "(B, H, W), (B, 1, H, W), (B, D, H, W) or (B, 1, D, H,
             "multilabel": "(B, C, H, W) or (B, C, D, H, W) of 0/1"}
 
 
-class Segmentation(TaskAdapter):
+class Segmentation(Adapter):
     """Dense 2D/3D segmentation.
 
     Args:

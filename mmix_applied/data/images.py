@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.seeding import SeededAugmentation
+from mmix_applied.data.segmentation_2d import read_image as read_float_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -111,7 +113,9 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
 
     Raises:
         FileNotFoundError: Missing file.
-        ValueError: Unreadable/truncated file or unsupported ``channels``.
+        ValueError: Unreadable/truncated file, NaN/Inf samples, or unsupported ``channels``.
+
+    TIFFs are read as stored: 16-bit and float32 samples are scaled to 8 bits (see :func:`_tiff_to_uint8`).
     """
     import cv2
 
@@ -121,6 +125,8 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
     data = np.fromfile(str(path), dtype=np.uint8)
+    if data[:4].tobytes() in _TIFF_MAGIC:  # TIFFs may hold 16-bit or float samples: read them as stored
+        return _tiff_to_uint8(path, channels=channels)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flag) if data.size else None
     if image is None:
@@ -130,6 +136,29 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     else:
         image = image[:, :, None]
     return image
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_warned_scaling: set[str] = set()
+
+
+def _tiff_to_uint8(path: Path, *, channels: int) -> np.ndarray:
+    """A TIFF as stored (8/16-bit or float samples) as ``uint8`` ``(H, W, channels)``.
+
+    Read by the 2D segmentation reader (integers scaled to [0, 1] by their type's maximum, NaN/Inf
+    refused); samples in [0, 1] are then multiplied by 255, and float samples in any other range
+    are min-max scaled per image to [0, 255] (a warning says so, once per process).
+    """
+    image = read_float_image(path, in_channels=channels)
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0.0 or hi > 1.0:
+        image = (image - lo) / (hi - lo)
+        if "minmax" not in _warned_scaling:
+            _warned_scaling.add("minmax")
+            warnings.warn(f"image {str(path)!r} has float samples in [{lo:g}, {hi:g}], outside [0, 1]: each such "
+                          "image is min-max scaled to [0, 255] before normalisation; convert the images to 8-bit "
+                          "yourself for another scaling", UserWarning, stacklevel=3)
+    return np.round(image * 255.0).astype(np.uint8)
 
 
 def build_transforms(*, image_size: int, train: bool, augment: str = "light", channels: int = 3,

@@ -33,6 +33,7 @@ def load_datalist(
         FileNotFoundError: If the JSON or a file it names does not exist.
         KeyError: If ``key`` is missing (the message lists the keys present).
         ValueError: If an entry lacks ``"image"`` (or ``"label"`` when ``require_label``).
+        TypeError: If an entry's ``"image"`` or ``"label"`` is not a path (a string or a list of them).
     """
     from monai.data import load_decathlon_datalist
 
@@ -57,6 +58,13 @@ def load_datalist(
         missing = [k for k in needed if k not in entry]
         if missing:
             raise ValueError(f"datalist {str(path)!r} entry {i} of {key!r} lacks {missing}: {entry}")
+        for k in ("image", "label"):
+            value = entry.get(k)
+            paths = value if isinstance(value, list) and value else [value]
+            if k in entry and not all(isinstance(p, str) and p for p in paths):
+                raise TypeError(f"datalist {str(path)!r} entry {i} of {key!r}: {k!r} must be a file path (a "
+                                f"non-empty string, or a list of them for several channels), received "
+                                f"{type(value).__name__} {value!r}; e.g. \"{k}\": \"{k}sTr/case_001.nii.gz\"")
     items = load_decathlon_datalist(path, is_segmentation=require_label, data_list_key=key,
                                     base_dir=base_dir if base_dir is not None else path.parent)
     absent = [f for item in items for k in ("image", "label") if k in item for f in [item[k]] if not Path(f).exists()]

@@ -9,13 +9,14 @@ patterns over ``"family/name"`` strings; :func:`resolve_model_name` turns the pr
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import nn
+
+from mmix_applied._hints import close_matches as _close_matches
 
 __all__ = [
     "ModelFamily",
@@ -97,7 +98,7 @@ def register_family(
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Up to ``n`` candidates that look like ``word`` (difflib), best first."""
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+    return _close_matches(word, candidates, n=n, cutoff=0.6)
 
 
 def get_family(family: str) -> ModelFamily:

@@ -14,7 +14,35 @@ from mmix_applied._io import atomic_write_text
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigTypeError, config_to_dict
 from mmix_applied.engine.config.validate import parse_config
 
-__all__ = ["apply_overrides", "dump_config", "load_config", "read_yaml", "save_config"]
+__all__ = ["NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml", "save_config"]
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``).
+
+    A few nested aliases expand exponentially (a 547-byte "billion laughs" file in
+    ``model.options`` exhausted memory when the config was copied); a run config never needs them.
+    """
+
+    source = "YAML text"
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+            raise ConfigError(
+                f"{self.source} uses the YAML alias *{event.anchor} (line {line}); aliases are "
+                "refused in configs (nested ones can expand to gigabytes): write the values out instead")
+        return super().compose_node(parent, index)
+
+
+def _safe_load(text: str, source: str) -> Any:
+    loader = NoAliasLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -32,7 +60,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_epochs=3)")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _safe_load(text, f"override {item!r}") if text.strip() else None
         except yaml.YAMLError:
             value = text
         node = out
@@ -49,16 +77,38 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader; errors name the file."""
+    """Read a YAML mapping with the safe loader (aliases refused); errors name the file.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ConfigError: A directory, not UTF-8, not valid YAML, empty (or only comments), or uses aliases.
+        ConfigTypeError: The YAML is not a mapping.
+    """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        holds = f"it holds {', '.join(found[:5])}" if found else "it holds no .yaml file"
+        example = str(path / (found[0] if found else "classification.yaml"))
+        raise ConfigError(f"config path {str(path)!r} is a directory, not a YAML file ({holds}); pass a file, "
+                          f"e.g. -c {example!r}")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist; see configs/ for examples")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: byte {data[err.start]:#04x} at "
+                          f"offset {err.start} (line {line}) cannot be decoded; save the file as UTF-8 (e.g. "
+                          f"`iconv -f latin1 -t utf-8 {path.name} > fixed.yaml`)") from None
+    try:
+        raw = _safe_load(text, f"config file {str(path)!r}")
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     if raw is None:
-        return {}
+        raise ConfigError(f"config file {str(path)!r} is empty (or holds only comments), so every key would "
+                          "silently take its default; write the sections you mean (see configs/ for "
+                          "examples), or leave out -c to run the defaults on purpose")
     if not isinstance(raw, dict):
         raise ConfigTypeError(f"config file {str(path)!r}: expected a mapping of sections, "
                               f"received {type(raw).__name__}")

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from mmix_applied._hints import did_you_mean
+from mmix_applied.engine.config.memory import check_memory
+from mmix_applied.engine.config.ranges import check_finite, check_ranges, check_relations
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigKeyError, ConfigTypeError
 from mmix_applied.engine.recipe import get_recipe, list_recipes
 
@@ -41,6 +43,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check (and minimally coerce) ``value`` against the annotation ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if isinstance(value, float):
+        _finite(value, key)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -56,6 +60,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _convert(value, arm, key)
+            except _NonFiniteError:
+                raise
             except ConfigError:
                 continue
         raise ConfigTypeError(f"config key {key!r}: expected {_type_name(tp)}, "
@@ -90,18 +96,31 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), key)
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                return _finite(number, key)
     elif tp is str:
         if isinstance(value, str):
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
     raise ConfigTypeError(f"config key {key!r}: expected {_type_name(tp)}, received {type(value).__name__} {value!r}")
+
+
+class _NonFiniteError(ConfigError):
+    """A NaN/Inf number: never a reason to try the next arm of a union."""
+
+
+def _finite(value: float, key: str) -> float:
+    if not math.isfinite(value):
+        raise _NonFiniteError(f"config key {key!r}: received {value!r}; every number in a config must be finite "
+                          "(not .inf or .nan): write the value you mean")
+    return value
 
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
@@ -150,7 +169,11 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
     _split_model_name(cfg, raw.get("model"))
     cfg.data = _convert(data, recipe.data_schema, "data")
     cfg.options = _convert(options, recipe.options_schema, "options")
-    _check_ranges(cfg)
+    check_finite(cfg)
+    check_ranges(cfg)
+    check_relations(cfg)
+    _check_fixed_sections(cfg)
+    check_memory(cfg)
     return cfg
 
 
@@ -169,25 +192,21 @@ def _split_model_name(cfg: Config, raw_model: Any) -> None:
     cfg.model.family, cfg.model.name = family, name
 
 
-def _check_ranges(cfg: Config) -> None:
+def _check_fixed_sections(cfg: Config) -> None:
+    """Relations between keys of the fixed sections (single-key ranges are in :mod:`.ranges`)."""
     checks = [
-        ("mix.alpha", cfg.mix.alpha > 0, "must be > 0 (try 2.0 for small images, 0.2 for large data)"),
-        ("mix.prob", 0.0 <= cfg.mix.prob <= 1.0, "must be in [0, 1]"),
-        ("mix.off_last_epochs", cfg.mix.off_last_epochs >= 0, "must be >= 0"),
-        ("mix.warmup_epochs", cfg.mix.warmup_epochs >= 0, "must be >= 0"),
+        ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
+         "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
         ("mix.warmup_epochs", cfg.mix.warmup_epochs == 0 or cfg.mix.variant == "none" or cfg.train.max_epochs < 1
          or cfg.mix.warmup_epochs + cfg.mix.off_last_epochs < cfg.train.max_epochs,
          f"with mix.off_last_epochs={cfg.mix.off_last_epochs} leaves no mixed epoch of train.max_epochs="
          f"{cfg.train.max_epochs}; lower it (warmup_epochs + off_last_epochs < max_epochs) or set mix.variant=none"),
-        ("mix.clean_weight", math.isfinite(cfg.mix.clean_weight) and cfg.mix.clean_weight >= 0,
-         "must be a finite number >= 0 (0 = off; 1 = RegMixup's eta = 1)"),
-        ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
-         "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
-        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
-        ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0, "must be >= 1"),
-        ("train.accumulate_grad_batches", cfg.train.accumulate_grad_batches >= 1, "must be >= 1"),
-        ("model.freeze_backbone_epochs", cfg.model.freeze_backbone_epochs >= 0, "must be >= 0"),
-        ("model.backbone_lr_mult", cfg.model.backbone_lr_mult >= 0, "must be >= 0"),
+        ("mix.off_last_epochs", cfg.mix.variant == "none" or cfg.train.max_epochs < 1
+         or cfg.mix.off_last_epochs < cfg.train.max_epochs,
+         f"must be < train.max_epochs={cfg.train.max_epochs}, or no epoch would mix; lower it, or set "
+         "mix.variant=none to train without mixing"),
+        ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0,
+         "must be >= 1 (-1 needs train.max_steps > 0)"),
     ]
     if isinstance(cfg.mix.points, str) and cfg.mix.points not in ("auto", "all"):
         raise ConfigError(f"config key 'mix.points': received {cfg.mix.points!r}; valid: 'auto' (the family's "
