@@ -9,24 +9,29 @@ Examples::
     mmix-applied points -c configs/classification.yaml model.name=convnext_atto
     mmix-applied list-models 'timm/resnet*'
     mmix-applied fit -c configs/classification.yaml --print-config
+    mmix-applied compare -c configs/classification.yaml --variants none,manifold --seeds 0,1,2
+    mmix-applied spectrum --checkpoint runs/compare/runs/none-seed0 runs/compare/runs/manifold-seed0 --point layer2
 
 Also runnable as ``python -m mmix_applied.cli``. Errors in the user's config or files print one
-clear line and return exit status 2 (``--debug`` shows the traceback).
+clear line and return exit status 2 (``--debug`` shows the traceback). Lightning's tips and
+banners are hidden unless ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
+from mmix_applied.cli_verbs import add_verbs, compare_command, quiet_console, spectrum_command
+
 __all__ = ["main"]
-
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmix-applied", description="Manifold Mixup for applied deep learning.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show Lightning's banners, tips and info lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str, *, checkpoint: bool = False) -> argparse.ArgumentParser:
@@ -44,11 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     add("test", "evaluate a checkpoint on the test split (unmixed)", checkpoint=True)
     predict = add("predict", "write per-image predictions of a checkpoint", checkpoint=True)
     predict.add_argument("--input", help="what to predict on (recipe-defined; default: the test split)")
-    predict.add_argument("--output", help="output file (default: RUN_DIR/predictions.csv)")
+    predict.add_argument("--output", help="output file, or a folder for FOLDER/predictions.csv (default: "
+                                          "RUN_DIR/predictions.csv); never a checkpoint")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace an existing --output file that is not a previous prediction")
+    predict.add_argument("--raw", action="store_true",
+                         help="write raw probabilities (default: calibrated with the checkpoint's temperature)")
     add("points", "print the mix points of the configured model")
     models = sub.add_parser("list-models", help="list buildable models (fnmatch pattern over family/name)")
     models.add_argument("pattern", nargs="?", default="*")
     models.add_argument("--family", help="only this family (timm, smp, monai, crnn)")
+    add_verbs(sub)
     demo = sub.add_parser("demo", help="run the end-to-end demo (arguments go to the demo)", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -126,6 +137,11 @@ def _run(args: argparse.Namespace) -> int:
         return _list_models(args.pattern, args.family)
     if args.command == "demo":
         return _demo(list(args.args))
+    quiet_console(args.verbose)
+    if args.command == "compare":
+        return compare_command(args)
+    if args.command == "spectrum":
+        return spectrum_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
     config = _load(args, hint)
     if args.print_config:
@@ -135,17 +151,21 @@ def _run(args: argparse.Namespace) -> int:
         return _points(config)
 
     from mmix_applied.engine import runner
+    from mmix_applied.engine.summary import FIT_SUMMARY_FILE, format_fit_summary, format_test_table
 
     if args.command == "fit":
         run_dir = runner.fit(config, resume=args.resume)
-        print(f"run directory: {run_dir}")
+        summary = run_dir / FIT_SUMMARY_FILE
+        print(format_fit_summary(json.loads(summary.read_text())) if summary.is_file()
+              else f"run directory: {run_dir}")
     elif args.command == "test":
-        metrics = runner.test(config, checkpoint=args.checkpoint)
-        for key, value in sorted(metrics.items()):
-            print(f"{key}: {value:.6g}")
+        runner.test(config, checkpoint=args.checkpoint,
+                    on_metrics=lambda m: print(format_test_table(m), flush=True))  # printed before writing
     elif args.command == "predict":
-        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output)
-        print(f"predictions: {path}")
+        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
+                              raw=args.raw, overwrite=args.overwrite)
+        print(f"predictions: {path} ({'raw' if args.raw else 'calibrated where the checkpoint has a temperature'}"
+              "; see its temperature column)")
     return 0
 
 
@@ -172,10 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmix_applied.config import ConfigError
     from mmix_applied.engine.io import CheckpointError
     from mmix_applied.engine.module import NonFiniteLossError
+    from mmix_applied.engine.rundir import RunWriteError
 
     try:
         return _run(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, RunWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except MisconfigurationException as err:  # Lightning rejected a train.* value (accelerator, devices...)

@@ -42,7 +42,7 @@ from mmix_applied.engine.config import load_config
 from mmix_applied.metrics import ExpectedCalibrationError
 from mmix_applied.spectrum import ClassSpectra, class_spectra, collect_states, plot_spectra
 
-__all__ = ["VARIANTS", "compare", "read_predictions", "reliability_bins", "run_name"]
+__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "read_predictions", "reliability_bins", "run_name"]
 
 VARIANTS = ("none", "input", "manifold")
 _OWNED = ("mix.variant", "seed", "run.dir", "run.name")
@@ -70,19 +70,29 @@ def _check(variants: Sequence[str], seeds: Sequence[int], overrides: Sequence[st
 
 
 def read_predictions(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(probs (N, C), target (N,))`` from a classification ``predictions.csv`` (rows without a target dropped)."""
+    """RAW ``(probs (N, C), target (N,))`` from a classification ``predictions.csv`` (rows without a target dropped).
+
+    A file written with a temperature (its ``temperature`` column, T != 1) is brought back to raw
+    probabilities: ``softmax(T * log p)`` undoes ``softmax(z / T)`` exactly, up to the CSV's 6 decimals.
+    """
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         columns = [i for i, h in enumerate(header) if h.startswith("p_")]
         classes = [header[i][2:] for i in columns]
         target_at = header.index("target")
-        probs, target = [], []
+        t_at = header.index("temperature") if "temperature" in header else None
+        probs, target, temps = [], [], []
         for row in reader:
             if row and row[target_at] in classes:
                 probs.append([float(row[i]) for i in columns])
                 target.append(classes.index(row[target_at]))
-    return torch.tensor(probs, dtype=torch.float64).reshape(-1, len(classes)), torch.tensor(target, dtype=torch.long)
+                temps.append(float(row[t_at]) if t_at is not None else 1.0)
+    p = torch.tensor(probs, dtype=torch.float64).reshape(-1, len(classes))
+    t = torch.tensor(temps, dtype=torch.float64).reshape(-1, 1)
+    if bool((t != 1).any()):
+        p = torch.where(t != 1, torch.softmax(p.clamp_min(1e-12).log() * t, dim=1), p)
+    return p, torch.tensor(target, dtype=torch.long)
 
 
 def reliability_bins(probs: torch.Tensor, target: torch.Tensor, *, temperature: float | None = None,
@@ -103,17 +113,25 @@ def reliability_bins(probs: torch.Tensor, target: torch.Tensor, *, temperature: 
     return out
 
 
-def _spectrum(config: Any, checkpoint: Path, point: str) -> dict[str, Any]:
+def checkpoint_spectrum(config: Any, checkpoint: Path, point: str, *, max_samples: int = 2000) -> dict[str, Any]:
+    """The class-conditional spectra at ``point`` of ``checkpoint``'s model on its test split.
+
+    Returns:
+        :meth:`ClassSpectra.as_dict` with the singular values.
+    """
     recipe = get_recipe(config.recipe)(config)
     module = MixupModule(config, recipe)
     module.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
     try:
         states, labels = collect_states(module.model, recipe.build_datamodule().test_dataloader(), point,
-                                        split_batch=recipe.split_batch, max_samples=2000)
+                                        split_batch=recipe.split_batch, max_samples=max_samples)
     finally:
         if module.mixer is not None:
             module.mixer.close()
     return class_spectra(states, labels).as_dict(values=True)
+
+
+_spectrum = checkpoint_spectrum  # what compare() calls (tests replace it)
 
 
 def _clock(seconds: float) -> str:
@@ -184,8 +202,8 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
         extra: dict[str, Any] = dict(previous.get(str(run_dir), {}).get("extra") or {}) if done else {}
         if config.recipe == "classification":
             pred_path = run_dir / "predictions.csv"
-            if predictions and not pred_path.is_file():
-                predict(config, checkpoint=run_dir, output=pred_path)
+            if predictions and not pred_path.is_file():  # raw: the reliability diagrams apply T themselves
+                predict(config, checkpoint=run_dir, output=pred_path, raw=True)
             spectrum_path = run_dir / f"spectrum_{spectrum_point}.json"
             if spectrum_point and not spectrum_path.is_file():
                 found = _spectrum(config, run_dir / "checkpoints" / "last.ckpt", spectrum_point)

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torchmetrics import MetricCollection
 
 from mmix_applied.adapters import Classification
+from mmix_applied.calibration import AdaptiveCalibrationError, TemperatureScaler
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.images import (
     ArrayImageDataset,
@@ -33,6 +35,7 @@ from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
+from mmix_applied.ood import photo_patches, uci_digits
 from mmix_applied.plots import reliability_diagram
 
 __all__ = ["ClassificationData", "ClassificationOptions", "ClassificationRecipe"]
@@ -83,11 +86,22 @@ class ClassificationOptions:
         label_smoothing: Label smoothing of the cross-entropy (composes with mixing).
         ece_bins: Bins of the expected calibration error and the reliability diagram.
         reliability_diagram: Save ``reliability.png`` beside labeled predictions.
+        calibrate: Fit a temperature on the validation split after ``fit``; ``test`` then reports
+            NLL, ECE, adaptive ECE and Brier raw and scaled, and ``predict`` writes calibrated
+            probabilities (accuracy does not change under a temperature).
+        ood: Out-of-distribution set ``test`` scores against (max-softmax AUROC and FPR95, raw and
+            scaled): ``photos`` (crops of scikit-image's photographs), ``digits`` (scikit-learn's
+            UCI digits, a near-distribution shift for MNIST models) or a folder of images;
+            ``None``: none.
+        ood_samples: Images drawn from ``photos`` / ``digits`` (a folder is read whole).
     """
 
     label_smoothing: float = 0.0
     ece_bins: int = 15
     reliability_diagram: bool = True
+    calibrate: bool = True
+    ood: str | None = None
+    ood_samples: int = 500
 
 
 class ClassificationRecipe(Recipe):
@@ -240,15 +254,54 @@ class ClassificationRecipe(Recipe):
         return Classification(self.num_classes, label_smoothing=self.options.label_smoothing)
 
     def build_metrics(self, stage: str) -> Any:
-        return classification_metrics(n_bins=self.options.ece_bins)
+        """``acc``, ``nll``, ``ece`` (15 equal-width bins), ``adaptive_ece`` (equal-mass) and ``brier``."""
+        metrics = classification_metrics(n_bins=self.options.ece_bins)
+        metrics.add_metrics({"adaptive_ece": AdaptiveCalibrationError(n_bins=self.options.ece_bins)})
+        return metrics
+
+    def build_scaled_metrics(self, stage: str) -> Any:
+        """The metrics a temperature changes (accuracy does not move)."""
+        metrics = self.build_metrics(stage)
+        return MetricCollection({k: m for k, m in metrics.items() if k != "acc"}, compute_groups=False)
+
+    def calibration_scaler(self) -> TemperatureScaler:
+        """One softmax temperature over the ``(N, C)`` validation logits."""
+        return TemperatureScaler(seed=self.config.seed)
+
+    def ood_inputs(self) -> torch.Tensor | None:
+        """The ``options.ood`` images, preprocessed as the test images are (``None`` when unset)."""
+        source = self.options.ood
+        if source is None:
+            return None
+        d, kwargs = self.data, {"image_size": self.image_size, "channels": self.channels}
+        if source in ("photos", "digits"):
+            build = photo_patches if source == "photos" else uci_digits
+            images = build(self.options.ood_samples, mean=d.mean, std=d.std, seed=self.config.seed, **kwargs)
+            return torch.as_tensor(images, dtype=torch.float32)
+        if not Path(source).is_dir():
+            raise ValueError(f"config key 'options.ood': received {source!r}; valid: photos, digits or an existing "
+                             "folder of images (fix the path, or set options.ood=null)")
+        files = sorted(str(p) for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"config key 'options.ood': folder {source!r} has no images "
+                             f"({', '.join(IMAGE_SUFFIXES)}); received an empty folder")
+        dataset = ImageFileDataset([(f, None) for f in files], channels=self.channels,
+                                   transform=self._transform(False), seed=self.config.seed)
+        return torch.stack([torch.as_tensor(dataset[i][0]) for i in range(len(dataset))]).float()
 
     # ------------------------------------------------------------------ predictions
     def predict_step(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         x, y, index = batch
-        return {"probs": torch.softmax(model(x).float(), dim=1).cpu(), "target": y.cpu(), "index": index.cpu()}
+        logits = model(x).float()
+        if self.temperature is not None:  # calibrated (the engine sets it; None: raw)
+            logits = logits / self.temperature
+        return {"probs": torch.softmax(logits, dim=1).cpu(), "target": y.cpu(), "index": index.cpu()}
 
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
-        """CSV columns: ``id, target, predicted, confidence, p_<class>...``; plus ``reliability.png``."""
+        """CSV columns: ``id, target, predicted, confidence, p_<class>..., temperature``; plus ``reliability.png``.
+
+        ``temperature`` is the T the logits were divided by (1 for raw probabilities).
+        """
         if not predictions:
             raise ValueError("no predictions to write (the predict set is empty)")
         probs = torch.cat([p["probs"] for p in predictions])
@@ -256,15 +309,18 @@ class ClassificationRecipe(Recipe):
         index = torch.cat([p["index"] for p in predictions])
         names = self.class_names
         conf, pred = probs.max(1)
+        applied = f"{self.temperature:.6g}" if self.temperature is not None else "1"
         rows = []
         for row in range(len(probs)):
             t = int(target[row])
             rows.append([self._predict_ids[int(index[row])], names[t] if t >= 0 else "", names[int(pred[row])],
-                         f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]]])
-        path = write_table(path, rows, header=["id", "target", "predicted", "confidence", *[f"p_{n}" for n in names]])
+                         f"{float(conf[row]):.6f}", *[f"{float(v):.6f}" for v in probs[row]], applied])
+        path = write_table(path, rows, header=["id", "target", "predicted", "confidence",
+                                               *[f"p_{n}" for n in names], "temperature"])
         if self.options.reliability_diagram and len(target) and bool((target >= 0).all()):
             ece = ExpectedCalibrationError(n_bins=self.options.ece_bins, from_logits=False)
             ece.update(probs, target)
             reliability_diagram(ece.bins(), path.with_name("reliability.png"), ece=float(ece.compute()),
-                                title=f"{self.config.model.name}, mix={self.config.mix.variant}")
+                                title=f"{self.config.model.name}, mix={self.config.mix.variant}, "
+                                      f"{'raw' if self.temperature is None else f'T={self.temperature:.3g}'}")
         return path

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mmix_applied.adapters import Segmentation
+from mmix_applied.calibration import TemperatureScaler
 from mmix_applied.data.brain import TISSUE_CLASSES
 from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
 from mmix_applied.engine.datamodule import DataModule
@@ -128,6 +129,9 @@ class SegmentationOptions:
         sw_batch_size: Windows per forward pass in sliding-window inference.
         sw_overlap: Overlap of neighbouring windows (0 to <1).
         ece_bins: Confidence bins of the expected calibration error.
+        calibrate: Fit a temperature on the validation pixels after ``fit`` (multiclass: softmax;
+            binary and multilabel: one sigmoid per label) and report pixel NLL and ECE raw and
+            scaled in ``test`` (Dice and HD95 do not change under a temperature).
     """
 
     dice_weight: float = 1.0
@@ -137,6 +141,7 @@ class SegmentationOptions:
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
     ece_bins: int = 15
+    calibrate: bool = True
 
 
 class SegmentationRecipe(Recipe):
@@ -214,9 +219,22 @@ class SegmentationRecipe(Recipe):
         return [f"class{i}" for i in range(self.data.num_classes)]
 
     def build_metrics(self, stage: str) -> SegmentationMetrics:
+        """Dice (and, on the test split, HD95) per class, pixel NLL and ECE."""
         return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
                                    ignore_index=self.data.ignore_index, class_names=self.class_names(),
-                                   include_background=self.options.include_background, n_bins=self.options.ece_bins)
+                                   include_background=self.options.include_background, n_bins=self.options.ece_bins,
+                                   hd95=stage == "test")
+
+    def build_scaled_metrics(self, stage: str) -> SegmentationMetrics:
+        """Pixel NLL and ECE only (what a temperature changes)."""
+        return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
+                                   ignore_index=self.data.ignore_index, class_names=self.class_names(),
+                                   n_bins=self.options.ece_bins, calibration_only=True)
+
+    def calibration_scaler(self) -> _PixelScaler:
+        """Pixel-wise over the counted pixels: softmax (multiclass) or a sigmoid per label."""
+        return _PixelScaler(ignore_index=self.data.ignore_index, multilabel=self.data.mode != "multiclass",
+                            seed=self.config.seed)
 
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,6 +292,18 @@ class SegmentationRecipe(Recipe):
             written.append((row["name"], _write_mask(row, out_dir, binary=self.data.mode == "binary")))
         return write_table(path, [(name, str(file.relative_to(path.parent))) for name, file in written],
                            header=["name", "mask"])
+
+
+class _PixelScaler(TemperatureScaler):
+    """A :class:`TemperatureScaler` that takes masks as the Segmentation adapter does."""
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Multiclass ``(B, 1, *S)`` masks lose their channel; 0/1 masks take the logits' shape."""
+        if not self.multilabel and targets.dim() == logits.dim():
+            targets = targets[:, 0]
+        elif self.multilabel:
+            targets = targets.reshape(logits.shape).float()
+        super().update(logits, targets)
 
 
 def _plain(value: Any) -> torch.Tensor:

@@ -66,7 +66,8 @@ def test_fit_test_predict_round_trip(tmp_path, capsys):
     out = capsys.readouterr().out
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert {"test/acc", "test/nll", "test/ece", "test/brier", "test/loss"} <= set(metrics)
-    assert f"test/nll: {metrics['test/nll']:.6g}" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith("test/nll "))
+    assert row == ["test/nll", f"{metrics['test/nll']:.4g}", f"{metrics['test/nll_scaled']:.4g}"]  # raw, scaled
 
     # predict on a plain folder of PNGs
     images, labels = load_mnist()

@@ -1,7 +1,9 @@
 """The comparison: statistics, verdicts and paired differences on synthetic rows (numpy as the
 reference), the plots, and one tiny end-to-end run of 2 variants x 2 seeds that then resumes."""
 
+import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from mmix_applied import compare as compare_module
+from mmix_applied.cli import main
 from mmix_applied.compare import compare, read_predictions, reliability_bins
 from mmix_applied.compare_report import (
     metric_direction,
@@ -141,7 +144,7 @@ TINY = ["model.name=test_resnet", "train.max_epochs=1", "train.limit_train_batch
         "train.loggers=[csv]", "train.log_every_n_steps=1"]
 
 
-def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
+def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch, capsys):
     progress = []
     report = compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
                      command="mmix-applied compare -c classification.yaml", spectrum_point="layer2",
@@ -151,6 +154,12 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
     for r in rows:
         run = Path(r["run_dir"])
         assert r["metrics"] == json.loads((run / "test_metrics.json").read_text()) and "test/nll" in r["metrics"]
+        for name in ("nll", "ece", "brier", "adaptive_ece"):  # raw and scaled side by side
+            assert f"test/{name}_scaled" in r["metrics"]
+        assert r["temperature"] == r["metrics"]["temperature"] == json.loads(
+            (run / "temperature.json").read_text())["temperature"]
+        with open(run / "predictions.csv", newline="") as fh:  # compare asks predict for raw probabilities
+            assert {row["temperature"] for row in csv.DictReader(fh)} == {"1"}
         assert r["wall_s"] > 0 and r["extra"]["spectrum/mean_directions"] > 0
         assert (run / "config.yaml").is_file() and (run / "predictions.csv").is_file()
     # the variant changed only mix.variant; the seed only seed
@@ -162,6 +171,7 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
     assert progress[0].startswith("[1/4] none seed 0 ") and "ETA" in progress[1] and progress[2].startswith("[3/4]")
     text = report.read_text()
     assert text.splitlines()[3] == "mmix-applied compare -c classification.yaml" and "## classification" in text
+    assert "| nll_scaled |" in text and "| temperature |" in text
     for png in ("classification_val_curves.png", "classification_reliability.png", "classification_spectra.png"):
         assert (tmp_path / png).is_file() and f"]({png})" in text
     # resume: nothing is fitted, tested or predicted again; the rows come back the same
@@ -174,11 +184,27 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch):
 
     for name in ("fit", "test", "predict", "_spectrum"):
         monkeypatch.setattr(compare_module, name, refuse)
-    progress.clear()
-    compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
-            command="again", spectrum_point="layer2", log=progress.append)
+    # the second pass goes through the CLI verb (every run is finished, so nothing may train)
+    argv = ["compare", "-c", str(CONFIG), "--variants", "none,manifold", "--seeds", "0,1", "--out", str(tmp_path),
+            "--spectrum-point", "layer2", *TINY]
+    monkeypatch.setattr(sys, "argv", ["mmix-applied", *argv])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
     again = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert again == rows and all("done, skipped" in line for line in progress[:4])
+    assert again == rows and out.count("done, skipped") == 4 and f"report: {report}" in out
+    assert (tmp_path / "report.md").read_text().splitlines()[3] == " ".join(["mmix-applied", *argv])
+    # spectrum on two of the runs: printed per class and mean, saved, both on one figure
+    runs = [tmp_path / "runs" / "none-seed0", tmp_path / "runs" / "manifold-seed0"]
+    assert main(["spectrum", "--checkpoint", *map(str, runs), "--point", "layer2", "--out", str(tmp_path / "sp")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "sp" / "spectrum_layer2.png").read_bytes()[:4] == b"\x89PNG"
+    for run, row in zip(runs, (rows[0], rows[1])):
+        saved = json.loads((tmp_path / "sp" / f"{run.name}_layer2.json").read_text())
+        for cls, values in saved["singular_values"].items():  # 90 % of the variance, by numpy
+            share = np.cumsum(np.square(values)) / np.square(values).sum()
+            assert saved["directions"][cls] == int(np.searchsorted(share, 0.9 - 1e-12) + 1)
+        assert saved["mean_directions"] == pytest.approx(row["extra"]["spectrum/mean_directions"])
+        assert f"{run.name} at layer2:" in out and f"mean {saved['mean_directions']:.2f}" in out
     assert mtimes == {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
     # a run whose test never finished (killed after fit) continues from its last.ckpt, not from scratch
     (tmp_path / "runs" / "none-seed1" / "test_metrics.json").unlink()

@@ -33,6 +33,9 @@ def test_ddp_two_cpu_processes(tmp_path):
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
+    # rank 0 alone fitted the temperature after the DDP fit, over the whole (limited) validation split
+    saved = json.loads((run / "temperature.json").read_text())
+    assert ckpt["mmix"]["temperature"] == saved["temperature"] and saved["positions"] == 2 * 4  # 2 batches of 4
     mixers = ckpt["mmix"]["rank_mixer"]
     assert len(mixers) == 2 and not torch.equal(mixers[0], mixers[1])  # each process drew its own plans
     assert torch.equal(mixers[0], ckpt["mmix"]["mixer"]["generator"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,9 @@ def test_fit_test_predict_on_the_embedded_digits(tmp_path):
 
     metrics = runner.test(cfg, checkpoint=run)
     assert set(metrics) >= {"test/cer", "test/wer", "test/loss"}
+    # CTC has no temperature, and the run says so
+    assert "temperature" not in metrics and not (run / "temperature.json").exists()
+    assert "no temperature" in json.loads((run / "fit_summary.json").read_text())["calibration_note"]
 
     written = runner.predict(cfg, checkpoint=run)
     assert written == run / "predictions.tsv"

@@ -127,6 +127,16 @@ def test_2d_fit_and_predict_through_engine(tmp_path):
 
     rows = list(csv.DictReader(log.splitlines()))
     assert [float(r["train/mixed"]) for r in rows if r.get("train/mixed")] == [1.0]  # both steps mixed
+    # one pixel-wise temperature per checkpoint; test reports HD95 and the pixel NLL / ECE raw and scaled
+    from mmix_applied.engine.runner import test
+
+    saved = json.loads((run_dir / "temperature.json").read_text())
+    assert saved["positions"] > 0 and saved["temperature"] > 0
+    metrics = test(cfg, checkpoint="last")
+    assert metrics["temperature"] == saved["temperature"]
+    assert {"test/nll", "test/nll_scaled", "test/ece", "test/ece_scaled", "test/mean_dice", "test/mean_hd95",
+            "test/hd95_class1"} <= set(metrics)
+    assert "test/mean_dice_scaled" not in metrics  # Dice does not move under a temperature
     written = predict(cfg, checkpoint="last")
     rows = written.read_text().splitlines()
     assert rows[0] == "name,mask" and len(rows) == 5

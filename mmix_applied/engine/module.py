@@ -14,10 +14,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from mmix_applied.engine.calibrate import ood_figures
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.modelzoo import backbone_param_groups
 from mmix_applied.engine.optim import build_optimizer, build_scheduler
 from mmix_applied.mixer import ManifoldMixup
+from mmix_applied.ood import ood_scores
 
 __all__ = ["MixupModule", "NonFiniteLossError", "build_mixer", "mixing_epoch"]
 
@@ -62,6 +64,15 @@ class MixupModule(pl.LightningModule):
         self.__dict__["mixer"] = build_mixer(self.model, config)
         self.skipped_steps = 0
         self.mixed_steps = 0
+        # calibration (mmix_applied.engine.calibrate): the fitted temperature restored from the checkpoint,
+        # the scaler a calibration pass fills, and test metrics of logits / T (None: the recipe has none)
+        self.temperature: float | None = None
+        self.__dict__["scaler"] = None
+        self.test_metrics_scaled = recipe.build_scaled_metrics("test")
+        self.predict_raw = False
+        self.ood_inputs: torch.Tensor | None = None
+        self.ood_results: dict[str, float] = {}
+        self._ood_in: dict[str, list[torch.Tensor]] = {"raw": [], "scaled": []}
 
     @property
     def mixing_enabled(self) -> bool:
@@ -102,8 +113,13 @@ class MixupModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         x, y = self.recipe.split_batch(batch)
+        # skip mode: a skipped step must not leave its NaN in the running statistics (BatchNorm) either
+        saved = _float_buffers(self.model, clone=True) if self.config.train.nonfinite_loss == "skip" else None
         loss, plan = self.train_loss(x, y)
         if not torch.isfinite(loss).all():
+            if saved:
+                with torch.no_grad():
+                    torch._foreach_copy_(_float_buffers(self.model), saved)
             return self._non_finite(loss, batch_idx)
         if plan is not None:
             self.mixed_steps += 1
@@ -132,10 +148,26 @@ class MixupModule(pl.LightningModule):
         out = self.model(x)
         loss = self.adapter.loss(out, y, None)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        self.recipe.update_metrics(metrics, _detach(out), y)
+        out = _detach(out)
+        if stage == "val" and self.scaler is not None:  # a calibration pass (rank 0 alone): logits only, no
+            self.recipe.update_metrics(self.scaler, out, y)  # metric whose compute would sync with other ranks
+            return loss
+        self.recipe.update_metrics(metrics, out, y)
+        if stage == "test":
+            self._test_extras(out, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val",
                  sync_dist=True, batch_size=_batch_size(x))
         return loss
+
+    def _test_extras(self, out: Any, y: Any) -> None:
+        """Scaled calibration metrics (``logits / T``) and the in-distribution OOD scores of a test batch."""
+        t = self.temperature
+        if t is not None and self.test_metrics_scaled is not None:
+            self.recipe.update_metrics(self.test_metrics_scaled, out / t, y)
+        if self.ood_inputs is not None:
+            self._ood_in["raw"].append(ood_scores(out).cpu())
+            if t is not None:
+                self._ood_in["scaled"].append(ood_scores(out, temperature=t).cpu())
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "val")
@@ -143,21 +175,31 @@ class MixupModule(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "test")
 
-    def _log_metrics(self, stage: str) -> None:
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+    def _log_metrics(self, stage: str, metrics: Any = None, suffix: str = "") -> None:
+        metrics = metrics if metrics is not None else self.val_metrics if stage == "val" else self.test_metrics
         values = metrics.compute()
         if not isinstance(values, dict):
             values = {type(metrics).__name__.lower(): values}
         for key, value in values.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
-                self.log(f"{stage}/{key}", value.float(), prog_bar=stage == "val" and key == "acc")
+                self.log(f"{stage}/{key}{suffix}", value.float(), prog_bar=stage == "val" and key == "acc")
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        if self.scaler is None:
+            self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+        if self.temperature is not None and self.test_metrics_scaled is not None:
+            self._log_metrics("test", self.test_metrics_scaled, "_scaled")
+        if self.ood_inputs is not None and self._ood_in["raw"]:
+            self.ood_results = ood_figures(self.model, self.ood_inputs, self._ood_in, temperature=self.temperature)
+            self._ood_in = {"raw": [], "scaled": []}
+
+    def on_predict_start(self) -> None:
+        """Tell the recipe which temperature ``predict_step`` divides the logits by (``None``: raw)."""
+        self.recipe.temperature = None if self.predict_raw else self.temperature
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         return self.recipe.predict_step(self.model, batch)
@@ -213,6 +255,8 @@ class MixupModule(pl.LightningModule):
                 self.mixer.generator.set_state(per_rank[rank].clone())
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.mixed_steps = int(state.get("mixed_steps", 0))
+        temperature = state.get("temperature")
+        self.temperature = None if temperature is None else float(temperature)
         if state.get("rng") is not None:
             _set_rng_states(state["rng"])
             per_rank = state.get("rank_torch_rng") or []
@@ -259,6 +303,12 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         np.random.set_state(("MT19937", keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _float_buffers(model: torch.nn.Module, *, clone: bool = False) -> list[torch.Tensor]:
+    """The floating-point buffers of ``model`` (running statistics), cloned when asked."""
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    return [b.detach().clone() for b in buffers] if clone else buffers
 
 
 def _batch_size(x: Any) -> int:

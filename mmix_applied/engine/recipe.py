@@ -177,6 +177,31 @@ class Recipe:
         """Extra Lightning callbacks this recipe wants (default none)."""
         return []
 
+    # ----------------------------------------------------------------- calibration (engine.calibrate)
+    #: The temperature ``predict_step`` divides the logits by, set by the engine before ``predict``
+    #: (``None``: raw probabilities).
+    temperature: float | None = None
+
+    def calibration_scaler(self) -> Any:
+        """A fresh :class:`mmix_applied.calibration.TemperatureScaler` for this recipe's logits, or ``None``.
+
+        The engine feeds it the unmixed validation outputs through :meth:`update_metrics` after
+        ``fit`` and stores the fitted temperature in every checkpoint. ``None`` (the default)
+        means the recipe has no temperature (e.g. CTC).
+        """
+        return None
+
+    def build_scaled_metrics(self, stage: str) -> Any:
+        """Metrics whose value moves under a temperature (NLL, ECE, Brier), fed ``logits / T``; or ``None``.
+
+        The engine logs them as ``"{stage}/{key}_scaled"`` beside the raw ones.
+        """
+        return None
+
+    def ood_inputs(self) -> torch.Tensor | None:
+        """Out-of-distribution inputs for ``test`` (preprocessed like the test split), or ``None``."""
+        return None
+
     # ----------------------------------------------------------------- helpers
     def create_model(self, *, num_classes: int, in_channels: int, **extra: Any) -> nn.Module:
         """Build the network named by the ``model`` section through ``mmix_applied.models``.

@@ -5,8 +5,11 @@ Layout of a run directory ``run.dir/run.name``::
     config.yaml            resolved config
     checkpoints/last.ckpt  every epoch end (atomic); epochNNN.ckpt: the best ``save_top_k`` by ``train.monitor``
     metrics.csv            CSV logger (tb/ holds TensorBoard events)
+    temperature.json       after ``fit``: the temperature of each checkpoint (engine.calibrate)
+    fit_summary.json       after ``fit``: best and last validation metrics, checkpoints (engine.summary)
     test_metrics.json      after ``test``
     predictions.csv        after ``predict`` (recipe-defined)
+    .lock                  held by the ``fit`` writing into it (its PID); a second one fails at once
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,16 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmix_applied._io import atomic_write_text
+from mmix_applied.engine.calibrate import calibrate_run
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
+from mmix_applied.engine.checkpoints import check_resume_config, check_state_shapes, read_run_checkpoint
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
+from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.recipe import get_recipe
+from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
+from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
 
@@ -103,6 +112,8 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
                                              monitor=monitor, mode=t.monitor_mode, save_top_k=t.save_top_k,
                                              auto_insert_metric_name=False, enable_version_counter=False))
         callbacks.append(RankSummary(run_dir))
+        callbacks.append(ValidationHistory())
+        callbacks.append(FiniteWeightsGuard())
         if config.model.freeze_backbone_epochs:
             callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
         if "csv" in t.loggers:
@@ -161,67 +172,162 @@ def _setup(config: Config, seed: bool = True) -> tuple[Any, MixupModule]:
 def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
     """Train ``config``; with ``resume`` (a checkpoint, a run directory or ``last``) continue exactly.
 
+    Nothing is written before the checks pass: the run directory's lock (one ``fit`` per directory),
+    and on resume the checkpoint's recipe, model, tensor shapes and the keys that cannot change.
+
     Returns:
         The run directory.
 
     Raises:
-        FileExistsError: If the run directory already holds checkpoints and ``resume`` is not given.
+        FileExistsError: If the run directory already holds checkpoints and ``resume`` is not given,
+            or another live run holds its lock (:class:`~mmix_applied.engine.rundir.RunLockedError`).
+        CheckpointError: ``resume`` names a checkpoint of another recipe or model, one whose shapes
+            differ, or the config changes keys that cannot change on resume.
+        RunWriteError: A file of the run cannot be written (read-only folder, full disk).
     """
     ckpt = resolve_checkpoint(resume, config) if resume is not None else None
+    state = None
     if ckpt is not None:
         run_dir = _run_dir_of_checkpoint(ckpt)
         config.run.dir, config.run.name = str(run_dir.parent), run_dir.name
+        state = read_run_checkpoint(ckpt, config)
+        check_resume_config(state, config, ckpt)
     else:
         run_dir = run_dir_of(config)
-        existing = run_dir / "checkpoints"
-        if existing.is_dir() and any(existing.glob("*.ckpt")) and os.environ.get(_RUN_NAME_ENV) is None:
-            raise FileExistsError(f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
-                                  "--resume last (or resume=...), or choose another run.name")
+    launcher = os.environ.get(_RUN_NAME_ENV) is None  # DDP children share the launching process's lock
+    if ckpt is None and launcher:
+        _refuse_existing(run_dir)
     recipe, module = _setup(config)
+    if state is not None:
+        check_state_shapes(state, module, ckpt)
+        state = None
     datamodule = recipe.build_datamodule()
     trainer = build_trainer(config, run_dir, recipe, stage="fit")
-    if trainer.is_global_zero:
-        save_config(config, run_dir / "config.yaml")
-        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a kill during a save
-            stale.unlink(missing_ok=True)
-    previous = os.environ.get(_RUN_NAME_ENV)
-    os.environ[_RUN_NAME_ENV] = run_dir.name
+    # the lock is taken where the run directory is first written (a bad config or data folder writes nothing)
+    lock = RunLock(run_dir) if launcher else None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt is not None else None)
+        if ckpt is None and launcher:
+            _refuse_existing(run_dir)  # again: a run that held the lock may have finished meanwhile
+        if trainer.is_global_zero:
+            _write(lambda: save_config(config, run_dir / "config.yaml"), run_dir / "config.yaml")
+            for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a kill during a save
+                stale.unlink(missing_ok=True)
+        previous = os.environ.get(_RUN_NAME_ENV)
+        os.environ[_RUN_NAME_ENV] = run_dir.name
+        try:
+            _write(lambda: trainer.fit(module, datamodule=datamodule,
+                                       ckpt_path=str(ckpt) if ckpt is not None else None), run_dir, exact=False)
+        finally:
+            if previous is None:
+                os.environ.pop(_RUN_NAME_ENV, None)
+        if trainer.is_global_zero:  # one temperature per checkpoint, over the whole validation split (lock held)
+            calibration = _write(lambda: calibrate_run(config, run_dir, recipe, module, datamodule,
+                                                       build_trainer=build_trainer), run_dir, exact=False)
+            history = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationHistory))
+            _write(lambda: write_fit_summary(run_dir, trainer, history, monitor=config.train.monitor,
+                                             calibration=calibration), run_dir / "fit_summary.json")
+        if module.mixer is not None:
+            module.mixer.close()
     finally:
-        if previous is None:
-            os.environ.pop(_RUN_NAME_ENV, None)
-    if module.mixer is not None:
-        module.mixer.close()
+        if lock is not None:
+            lock.release()
     return run_dir
 
 
-def test(config: Config, *, checkpoint: str | os.PathLike) -> dict[str, float]:
-    """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir."""
+def _refuse_existing(run_dir: Path) -> None:
+    existing = run_dir / "checkpoints"
+    if existing.is_dir() and any(existing.glob("*.ckpt")):
+        raise FileExistsError(f"run directory {str(run_dir)!r} already has checkpoints; continue it with "
+                              "--resume last (or resume=...), or choose another run.name")
+
+
+def _write(action: Callable[[], Any], path: Path, *, exact: bool = True) -> Any:
+    """Run ``action``; an ``OSError`` from a write becomes a :class:`RunWriteError` naming the file and the cause.
+
+    ``exact``: ``path`` is the file being written; otherwise the error's own file name (or ``path``) is named.
+    """
+    try:
+        return action()
+    except RunWriteError:
+        raise
+    except OSError as err:
+        raise write_error(err, path if exact else getattr(err, "filename", None) or path) from err
+
+
+def test(config: Config, *, checkpoint: str | os.PathLike,
+         on_metrics: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir.
+
+    With the checkpoint's temperature (fitted after ``fit``) the calibration figures are also
+    reported for ``logits / T`` as ``test/<name>_scaled``, and ``temperature`` is in the result;
+    with ``options.ood`` set, ``test/ood_auroc`` and ``test/ood_fpr95`` (raw max-softmax scores)
+    and their ``_scaled`` forms (scores of ``logits / T``).
+
+    Args:
+        config: The resolved config.
+        checkpoint: A ``.ckpt`` file, a run directory or ``last``.
+        on_metrics: Called with the metrics before ``test_metrics.json`` is written (the CLI prints
+            them there, so a failed write loses nothing).
+
+    Raises:
+        CheckpointError: The checkpoint is not one of this recipe and model, or its shapes differ.
+        RunWriteError: ``test_metrics.json`` cannot be written (its ``metrics`` attribute holds them).
+    """
     ckpt = resolve_checkpoint(checkpoint, config)
     run_dir = _run_dir_of_checkpoint(ckpt)
+    state = read_run_checkpoint(ckpt, config)
     recipe, module = _setup(config)
+    check_state_shapes(state, module, ckpt)
+    del state
+    module.ood_inputs = recipe.ood_inputs()
     trainer = build_trainer(config, run_dir, recipe, stage="test")
     results = trainer.test(module, datamodule=recipe.build_datamodule(), ckpt_path=str(ckpt), verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    metrics.update({f"test/{k}": float(v) for k, v in module.ood_results.items()})
+    if module.temperature is not None:
+        metrics["temperature"] = float(module.temperature)
+    if on_metrics is not None:
+        on_metrics(metrics)
     if trainer.is_global_zero:
-        atomic_write_text(run_dir / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        target = run_dir / "test_metrics.json"
+        try:
+            atomic_write_text(target, json.dumps(metrics, indent=2, sort_keys=True))
+        except OSError as err:
+            raise write_error(err, target, metrics=metrics) from err
     if module.mixer is not None:
         module.mixer.close()
     return metrics
 
 
 def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None = None,
-            output: str | os.PathLike | None = None) -> Path:
-    """Predict with ``checkpoint`` on ``input`` (recipe-defined; default the test split); returns the file written."""
+            output: str | os.PathLike | None = None, raw: bool = False, overwrite: bool = False) -> Path:
+    """Predict with ``checkpoint`` on ``input`` (recipe-defined; default the test split); returns the file written.
+
+    Probabilities are calibrated with the checkpoint's temperature (when it has one) unless
+    ``raw``; the classification CSV's ``temperature`` column says which T was applied (1: raw).
+    Args:
+        config: The resolved config.
+        checkpoint: A ``.ckpt`` file, a run directory or ``last``.
+        input: What to predict on (recipe-defined).
+        output: The file (or a folder: ``folder/predictions.csv``); default ``RUN_DIR/predictions.csv``.
+        overwrite: Replace an existing ``output`` that is not a previous prediction (never a checkpoint).
+
+    Raises:
+        FileExistsError: ``output`` is a checkpoint, or an existing file of something else without ``overwrite``.
+        RunWriteError: The predictions cannot be written.
+    """
     ckpt = resolve_checkpoint(checkpoint, config)
     run_dir = _run_dir_of_checkpoint(ckpt)
+    path = prediction_output(output, run_dir=run_dir, overwrite=overwrite or output is None)
+    state = read_run_checkpoint(ckpt, config)
     recipe, module = _setup(config)
+    module.predict_raw = raw
+    check_state_shapes(state, module, ckpt)
+    del state
     trainer = build_trainer(config, run_dir, recipe, stage="predict")
     datamodule = recipe.build_datamodule(predict_input=input)
     outputs = trainer.predict(module, datamodule=datamodule, ckpt_path=str(ckpt))
-    path = Path(output) if output is not None else run_dir / "predictions.csv"
-    written = recipe.write_predictions(list(outputs or []), path)
+    written = _write(lambda: recipe.write_predictions(list(outputs or []), path), path)
     if module.mixer is not None:
         module.mixer.close()
     return Path(written)

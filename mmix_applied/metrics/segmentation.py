@@ -1,11 +1,20 @@
-"""Segmentation metrics on unmixed passes: Dice per class and mean Dice, pixel NLL and ECE.
+"""Segmentation metrics on unmixed passes: Dice and HD95 per class and their means, pixel NLL and ECE.
 
 Dice is MONAI's (``monai.metrics.compute_dice`` on one-hot predictions and truth; a class absent
 from the truth of a sample counts as NaN and is skipped, as ``DiceMetric(reduction="mean_batch")``
-does). Pixel NLL and the expected calibration error come from :mod:`mmix_applied.metrics.calibration`
-(per pixel; binary and multilabel outputs count each label as a binary sigmoid). They measure
-the calibrated likelihood that Manifold Mixup (Verma et al., ICML 2019) is known to improve. All
-state is summed: exact under DDP (torchmetrics syncs it) and constant in memory.
+does). ``mean_dice`` is the mean over classes (foreground only unless ``include_background``) of
+the per-class Dice, each itself the mean over the samples where the class is in the truth; a
+class never in the truth is NaN and left out (``nanmean``). HD95 is MONAI's
+(``compute_hausdorff_distance(percentile=95)``, in pixels/voxels, 2D and 3D): a class empty in the
+truth *or* in the prediction of a sample gives NaN there (MONAI 1.6) and is skipped, as
+``HausdorffDistanceMetric(reduction="mean_batch")`` does; ``mean_hd95`` averages the classes as
+``mean_dice`` does. A class predicted nowhere where the truth has it is therefore *not*
+penalised by HD95 (Dice is 0 there): read the two together. Distances are in index units
+(pixels or voxels, no spacing). Pixel NLL and the expected calibration error come from
+:mod:`mmix_applied.metrics.calibration` (per pixel; binary and multilabel outputs count each
+label as a binary sigmoid). They measure the calibrated likelihood that Manifold Mixup (Verma
+et al., ICML 2019) is known to improve. All state is summed: exact
+under DDP (torchmetrics syncs it) and constant in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ class SegmentationMetrics(torchmetrics.Metric):
     ``update(logits, target)``: logits ``(B, C, *S)``; target as the Segmentation adapter takes it
     (multiclass ``(B, *S)`` class indices; binary ``(B, 1, *S)`` / multilabel ``(B, C, *S)`` of 0/1).
     Pixels equal to ``ignore_index`` count nowhere. ``compute()`` returns ``dice_<class name>``,
-    ``mean_dice`` (over the foreground classes unless ``include_background``), ``nll`` and ``ece``.
+    ``mean_dice`` (over the foreground classes unless ``include_background``), ``nll`` and ``ece``;
+    with ``hd95``, ``hd95_<class name>`` and ``mean_hd95``; with ``calibration_only``, ``nll`` and
+    ``ece`` alone (what a temperature changes).
 
     Args:
         num_classes: Output channels (1 for binary).
@@ -38,12 +49,16 @@ class SegmentationMetrics(torchmetrics.Metric):
         class_names: Names for the per-class keys (default ``class0``...; spaces become ``_``).
         include_background: Whether class 0 counts in ``mean_dice`` (multiclass).
         n_bins: ECE bins.
+        hd95: Also compute the 95th-percentile Hausdorff distance per class (CPU-heavy: the engine
+            does it on the test split only).
+        calibration_only: Compute NLL and ECE only.
     """
 
     full_state_update = False
 
     def __init__(self, *, num_classes: int, mode: str = "multiclass", ignore_index: int | None = None,
-                 class_names: Sequence[str] | None = None, include_background: bool = False, n_bins: int = 15) -> None:
+                 class_names: Sequence[str] | None = None, include_background: bool = False, n_bins: int = 15,
+                 hd95: bool = False, calibration_only: bool = False) -> None:
         super().__init__()
         if mode not in SEGMENTATION_MODES:
             raise ValueError(f"mode={mode!r} is not one of {', '.join(SEGMENTATION_MODES)}")
@@ -53,10 +68,13 @@ class SegmentationMetrics(torchmetrics.Metric):
         self.num_classes, self.mode, self.ignore_index = num_classes, mode, ignore_index
         self.class_names = [n.replace(" ", "_") for n in names]
         self.include_background = include_background
+        self.hd95, self.calibration_only = hd95 and not calibration_only, calibration_only
         self.nll = NegativeLogLikelihood(ignore_index=ignore_index)
         self.ece = ExpectedCalibrationError(n_bins=n_bins, ignore_index=ignore_index)
         self.add_state("dice_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("dice_count", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hd_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hd_count", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         """Add one batch of logits and masks."""
@@ -76,19 +94,34 @@ class SegmentationMetrics(torchmetrics.Metric):
             b, c = logits.shape[:2]
             scores = logits.reshape(b * c, 1, *logits.shape[2:])
             labels = target.long().reshape(b * c, *target.shape[2:])
+        self.nll.update(scores, labels)
+        self.ece.update(scores, labels)
+        if self.calibration_only:
+            return
         dice = compute_dice(pred_1h.float(), true_1h.float(), include_background=True, ignore_empty=True)
         seen = ~torch.isnan(dice)
         self.dice_sum += torch.where(seen, dice, torch.zeros_like(dice)).sum(0).double()
         self.dice_count += seen.sum(0).double()
-        self.nll.update(scores, labels)
-        self.ece.update(scores, labels)
+        if self.hd95:
+            hd = _hd95(pred_1h.float(), true_1h.float())
+            seen = ~torch.isnan(hd)
+            self.hd_sum += torch.where(seen, hd, torch.zeros_like(hd)).sum(0).double().to(self.hd_sum.device)
+            self.hd_count += seen.sum(0).double().to(self.hd_count.device)
 
     def compute(self) -> dict[str, Tensor]:
-        """``dice_<name>`` per class (NaN for a class never in the truth), ``mean_dice``, ``nll``, ``ece``."""
-        per_class = self.dice_sum / self.dice_count
-        out = {f"dice_{name}": per_class[i].float() for i, name in enumerate(self.class_names)}
+        """``dice_<name>`` per class (NaN for a class never in the truth), ``mean_dice``, ``nll``, ``ece``
+        (and ``hd95_<name>``, ``mean_hd95``)."""
+        if self.calibration_only:
+            return {"nll": self.nll.compute(), "ece": self.ece.compute()}
         first = 1 if self.mode == "multiclass" and not self.include_background else 0
-        out["mean_dice"] = torch.nanmean(per_class[first:]).float()
+        out: dict[str, Tensor] = {}
+        for prefix, total, count, on in (("dice", self.dice_sum, self.dice_count, True),
+                                         ("hd95", self.hd_sum, self.hd_count, self.hd95)):
+            if not on:
+                continue
+            per_class = total / count
+            out.update({f"{prefix}_{name}": per_class[i].float() for i, name in enumerate(self.class_names)})
+            out[f"mean_{prefix}"] = torch.nanmean(per_class[first:]).float()
         out["nll"] = self.nll.compute()
         out["ece"] = self.ece.compute()
         return out
@@ -98,3 +131,14 @@ class SegmentationMetrics(torchmetrics.Metric):
         super().reset()
         self.nll.reset()
         self.ece.reset()
+
+
+def _hd95(pred: Tensor, truth: Tensor) -> Tensor:
+    """MONAI's HD95 per sample and class, ``(B, C)``; NaN where the truth or the prediction is empty."""
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance
+
+    with warnings.catch_warnings():  # MONAI warns for every empty class; NaN says it
+        warnings.simplefilter("ignore")
+        return compute_hausdorff_distance(pred, truth, include_background=True, percentile=95).float()

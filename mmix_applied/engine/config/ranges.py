@@ -107,6 +107,7 @@ RULES: dict[str, Rule] = {
     "data.std": _gt(0),
     "options.label_smoothing": _half_open(0, 1, " (e.g. 0.1)"),
     "options.ece_bins": _ge(1, " (e.g. 15)"),
+    "options.ood_samples": _ge(1, " (images of the OOD set scored in test, e.g. 500)"),
     # segmentation
     "data.spatial_dims": _one_of(2, 3),
     "data.num_classes": _ge(1),
