@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True)
 
     model = timm.create_model(args.model, num_classes=10, in_chans=1).to(args.device)
-    mixer = ManifoldMixup(model, alpha=args.alpha, seed=args.seed)  # points: input + model.feature_info
+    mixer = ManifoldMixup(model, alpha=args.alpha, seed=args.seed)  # points: input + the first two feature_info stages
     adapter = Classification(10, label_smoothing=args.smoothing)  # the loss below takes its soft targets
     criterion = SoftTargetCrossEntropy()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)

@@ -35,6 +35,7 @@ __all__ = [
     "read_metrics_csv",
     "render_report",
     "summarize",
+    "verdict_line",
     "verdicts",
 ]
 
@@ -166,6 +167,40 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], *,
                 cell["better"] = None if direction is None else sum(
                     (d > 0) if direction == "higher" else (d < 0) for d in diffs)
     return out
+
+
+def verdict_line(rows: Sequence[Mapping[str, Any]], *, metric: str = "test/nll_scaled", variant: str = "manifold",
+                 baseline: str = "none", label: str | None = None) -> str:
+    """One sentence computed from the paired per-seed differences ``variant - baseline`` of ``metric``.
+
+    "Beyond the seed spread" means the mean paired difference exceeds its standard deviation
+    over seeds (two seeds or more); with one seed there is no spread and the sentence says so.
+    Whether the variant lowered or raised the metric, and whether that is a win, follows from
+    :func:`metric_direction`.
+
+    Raises:
+        KeyError: no seed has both ``variant`` and ``baseline`` rows with ``metric``; the message
+            lists the metrics the rows have.
+    """
+    found = {m: cells for recipe in paired_differences(rows, baseline=baseline).values() for m, cells in recipe.items()}
+    cell = found.get(metric, {}).get(variant)
+    if cell is None:
+        raise KeyError(f"no paired seeds of {variant!r} against {baseline!r} report {metric!r}; received rows "
+                       f"with metrics {sorted(found)}; run both variants with the same seeds")
+    mean, std, n = cell["mean"], cell["std"], cell["n"]
+    direction = metric_direction(metric)
+    name = label or metric
+    moved = "lowered" if mean < 0 else "raised" if mean > 0 else "left unchanged"
+    won = (mean < 0) if direction == "lower" else (mean > 0) if direction == "higher" else None
+    outcome = "" if won is None or mean == 0 else (" (mixing won)" if won else " (mixing lost)")
+    if n < 2 or math.isnan(std):
+        spread = "one seed: no seed spread to judge it against"
+    else:
+        spread = "beyond the seed spread" if abs(mean) > std else "within the seed spread"
+    size = f" by {abs(mean):.3f} ± {0.0 if math.isnan(std) else std:.3f}" if mean != 0 else ""
+    better = f", better on {cell['better']} of {n} seeds" if cell.get("better") is not None else ""
+    return (f"{variant} mixup {moved} {name}{size} (paired, {n} seed{'s' if n != 1 else ''}{better}) "
+            f"against {baseline} — {spread}{outcome}.")
 
 
 def _fmt(x: float | None) -> str:

@@ -31,7 +31,7 @@ from .graph import (
     trace_for_points,
 )
 from .plan import MixPlan, sample_beta, sample_box
-from .points import INPUT, default_points, resolve_batch_dims, validate_points
+from .points import INPUT, POINT_SETS, default_points, resolve_batch_dims, validate_points
 from .routing import (
     MixingForward,
     RecompileBudget,
@@ -85,8 +85,10 @@ class ManifoldMixup:
             DataParallel, FSDP (v1) or ``torch.compile`` wrapper is accepted: the module inside it
             is traced and mixed, and ``mixer(x)`` calls through the wrapper. One mixer per model:
             a second raises until the first is closed (:meth:`attached` finds the first).
-        points: ``"auto"`` (the model's own description, see :func:`default_points`) or a list of
-            ``"input"`` and module names from ``model.named_modules()``.
+        points: ``"auto"`` (the family's default set from the model's own description, see
+            :func:`default_points`; timm CNNs: the paper's {input, stage 1, stage 2}), ``"all"``
+            (the input and every declared stage) or a list of ``"input"`` and module names from
+            ``model.named_modules()``.
         alpha: Beta(alpha, alpha) concentration, > 0 (paper: 2.0 for small images, 0.2 for
             larger or many-class data).
         mode: ``"mixup"`` (interpolate) or ``"cutmix"`` (swap a box at the point's resolution).
@@ -144,7 +146,8 @@ class ManifoldMixup:
         self.lam_per_sample = bool(lam_per_sample)
         self.prob = float(prob)
         self.batch_dims = dict(batch_dims or {})
-        self.points: list[str] = default_points(model) if points == "auto" else validate_points(model, points)
+        self.points: list[str] = (default_points(model, which=points) if points in POINT_SETS
+                                  else validate_points(model, points))
         self.enabled = True
         self.generator = torch.Generator()
         if seed is None:

@@ -12,6 +12,7 @@ the core imports no model library.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
 
 from torch import nn
 
@@ -20,6 +21,8 @@ from .functional import BatchDims
 
 __all__ = [
     "INPUT",
+    "POINT_SETS",
+    "PointSets",
     "default_points",
     "validate_points",
     "resolve_batch_dims",
@@ -28,7 +31,23 @@ __all__ = [
 
 INPUT = "input"
 
-PointResolver = Callable[[nn.Module], "list[str] | None"]
+#: The named point sets: ``auto`` (the family's default) and ``all`` (input + every declared stage).
+POINT_SETS = ("auto", "all")
+
+
+class PointSets(NamedTuple):
+    """What a resolver (or a model's ``mix_points``) may answer when its default is a subset.
+
+    Attributes:
+        auto: The default points (``points="auto"``), e.g. the paper's first two stages.
+        all: Every declared stage (``points="all"``).
+    """
+
+    auto: list[str]
+    all: list[str]
+
+
+PointResolver = Callable[[nn.Module], "list[str] | PointSets | None"]
 # Library-specific resolvers live beside their model family (mmix_applied.models.timm_models,
 # .smp_models, .monai_nets) and register themselves when mmix_applied.models is imported, which
 # the package root does; none of them imports its library to answer.
@@ -36,21 +55,32 @@ _RESOLVERS: list[PointResolver] = []
 
 
 def register_point_resolver(fn: PointResolver) -> PointResolver:
-    """Register ``fn(model) -> list[str] | None`` (None: not my kind of model). Usable as a decorator."""
+    """Register ``fn(model) -> list[str] | PointSets | None`` (None: not my kind of model).
+
+    A plain list means ``auto`` and ``all`` are the same set. Usable as a decorator.
+    """
     _RESOLVERS.append(fn)
     return fn
 
 
-def default_points(model: nn.Module) -> list[str]:
+def default_points(model: nn.Module, *, which: Literal["auto", "all"] = "auto") -> list[str]:
     """The eligible points of ``model``: ``"input"`` first, then the model's declared stages.
 
+    Args:
+        model: The network.
+        which: ``"auto"``: the family's default set (timm CNNs: the paper's {input, stage 1,
+            stage 2}); ``"all"``: the input and every stage the model declares.
+
     Raises:
-        ValueError: when the model does not describe itself; the message says how to name points.
+        ValueError: when the model does not describe itself (the message says how to name
+            points), or ``which`` is not ``"auto"`` or ``"all"``.
     """
+    if which not in POINT_SETS:
+        raise ValueError(f"which must be one of {POINT_SETS}; received {which!r}.")
     declared = getattr(model, "mix_points", None)
-    names: list[str] | None
+    names: list[str] | PointSets | None
     if declared is not None:
-        names = list(declared() if callable(declared) else declared)
+        names = declared() if callable(declared) else declared
     else:
         names = None
         for resolver in _RESOLVERS:
@@ -59,11 +89,13 @@ def default_points(model: nn.Module) -> list[str]:
                 break
     if names is None:
         raise ValueError(
-            f"points='auto' cannot tell the mix points of a {type(model).__name__}: it is not a timm, "
+            f"points='{which}' cannot tell the mix points of a {type(model).__name__}: it is not a timm, "
             "smp or MONAI model and has no `mix_points` attribute. Pass points=[...] with 'input' and/or "
             "module names from model.named_modules() at block boundaries (e.g. points=['input', "
             "'layer1', 'layer2']), or give the model a `mix_points` list."
         )
+    if isinstance(names, PointSets):
+        names = names.auto if which == "auto" else names.all
     return [INPUT] + [n for n in dict.fromkeys(names) if n != INPUT]
 
 

@@ -1,4 +1,7 @@
-"""``make demo``: a mixed 2D U-Net on brain tissue from the embedded MNI152 template, end to end.
+"""``mmix-applied demo --task segmentation``: a mixed 2D U-Net on brain tissue from the embedded MNI152 template.
+
+(``make demo`` / plain ``mmix-applied demo`` run the paired classification comparison instead:
+:mod:`mmix_applied.tasks.demo_compare`.)
 
 Trains the segmentation recipe twice on axial slices of the MNI152 2009 template shipped in
 nilearn (4 classes: background, CSF, grey matter, white matter; nothing is downloaded): once
@@ -25,7 +28,7 @@ from typing import Any
 
 from mmix_applied._io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["DISCLAIMER", "demo_config", "main"]
+__all__ = ["DISCLAIMER", "demo_config", "main", "segmentation_main"]
 
 DISCLAIMER = ("ONE template brain (MNI152 2009, shipped in nilearn): train and test are different slabs of the "
               "same brain. A demo that the recipe runs end to end, not a benchmark of generalisation.")
@@ -104,8 +107,21 @@ def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="mmix-applied demo", description=__doc__.split("\n\n")[0])
+    """Run the demo (``--task classification``, the default, or ``segmentation``); returns the exit code."""
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", default="classification")
+    known, rest = task.parse_known_args(argv)
+    if known.task != "segmentation":
+        from mmix_applied.tasks.demo_compare import main as compare_main
+
+        return compare_main(argv)
+    return segmentation_main(rest)
+
+
+def segmentation_main(argv: list[str] | None = None) -> int:
+    """Run the brain-tissue segmentation demo; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="mmix-applied demo --task segmentation",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs", help="parent folder of the demo's run directory (default runs)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs per variant (default 40)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: none, input, manifold")

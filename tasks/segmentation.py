@@ -6,7 +6,9 @@ encoder stage; every tensor crossing the cut, the U-Net skips included, is mixed
 ``lam``/``perm`` by the core, and the masks are mixed the same way into soft targets.
 
 Data (``data.source``): ``brain`` (the embedded MNI152 tissue default, :mod:`mmix_applied.data.brain`),
-``folders`` (2D image/mask folders) or ``datalist`` (3D Decathlon-style NIfTI datalist), see
+``digit_canvas`` (embedded MNIST digits on canvases, a real generalisation gap,
+:mod:`mmix_applied.data.digit_canvas`), ``folders`` (2D image/mask folders) or ``datalist``
+(3D Decathlon-style NIfTI datalist), see
 :mod:`mmix_applied.data.segmentation`. Validation and test are unmixed; metrics: Dice per class
 and mean Dice (MONAI), pixel NLL and ECE (:mod:`mmix_applied.metrics.segmentation`). 3D models evaluate
 and predict whole volumes by sliding-window inference
@@ -27,6 +29,7 @@ from torch import nn
 from mmix_applied.adapters import Segmentation
 from mmix_applied.calibration import TemperatureScaler
 from mmix_applied.data.brain import TISSUE_CLASSES
+from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
@@ -42,7 +45,9 @@ class SegmentationData(DataConfig):
     """The ``data`` section of the segmentation recipe.
 
     Attributes:
-        source: ``brain`` (embedded MNI152 tissue, no download), ``folders`` (2D) or ``datalist`` (3D).
+        source: ``brain`` (embedded MNI152 tissue, no download), ``digit_canvas`` (embedded MNIST
+            digits on 64 x 64 canvases, 11 classes, glyphs of train/val/test from disjoint images:
+            a task with a real generalisation gap), ``folders`` (2D) or ``datalist`` (3D).
         spatial_dims: 2 (slices/images) or 3 (volumes).
         mode: ``multiclass`` (class-index masks), ``binary`` or ``multilabel`` (one 0/1 channel per label).
         num_classes: Classes (multiclass), labels (multilabel) or 1 (binary). ``brain``: 4.
@@ -73,10 +78,12 @@ class SegmentationData(DataConfig):
         resolution: ``brain``: template resolution, 1 or 2 (mm).
         slab_thickness: ``brain``: axial slab thickness in slices (``None``: 6 for 2D, 12 for 3D).
         slab_gap: ``brain``: slices dropped each side of held-out slabs.
+        num_train: ``digit_canvas``: labeled training canvases (validation and test: 256 each,
+            the same for every seed).
     """
 
     batch_size: int = 8
-    source: Literal["brain", "folders", "datalist"] = "brain"
+    source: Literal["brain", "digit_canvas", "folders", "datalist"] = "brain"
     spatial_dims: int = 2
     mode: Literal["multiclass", "binary", "multilabel"] = "multiclass"
     num_classes: int = 4
@@ -107,6 +114,7 @@ class SegmentationData(DataConfig):
     resolution: int = 2
     slab_thickness: int | None = None
     slab_gap: int = 1
+    num_train: int = 64
 
 
 @dataclasses.dataclass
@@ -154,6 +162,16 @@ class SegmentationRecipe(Recipe):
                 f"channel: set data.mode=multiclass, data.num_classes=4, data.in_channels=1 (received {d.mode}, "
                 f"{d.num_classes}, {d.in_channels})"
             )
+        canvas = ("multiclass", NUM_CANVAS_CLASSES, 1, 2)
+        if d.source == "digit_canvas" and (d.mode, d.num_classes, d.in_channels, d.spatial_dims) != canvas:
+            raise ValueError(
+                "data.source=digit_canvas has 11 classes (background and the digits 0-9) in one 2D channel: set "
+                "data.mode=multiclass, data.num_classes=11, data.in_channels=1, data.spatial_dims=2 (received "
+                f"{d.mode}, {d.num_classes}, {d.in_channels}, {d.spatial_dims})"
+            )
+        if isinstance(d.num_train, bool) or d.num_train < 1:
+            raise ValueError(f"data.num_train must be an integer >= 1 (labeled training canvases); received "
+                             f"{d.num_train!r}; the default is 64")
         if d.source == "folders" and d.spatial_dims != 2 or d.source == "datalist" and d.spatial_dims != 3:
             raise ValueError(f"data.source={d.source} needs data.spatial_dims={2 if d.source == 'folders' else 3}")
 
@@ -196,6 +214,8 @@ class SegmentationRecipe(Recipe):
             return list(self.data.class_names)
         if self.data.source == "brain":
             return list(TISSUE_CLASSES)
+        if self.data.source == "digit_canvas":
+            return list(CANVAS_CLASSES)
         return [f"class{i}" for i in range(self.data.num_classes)]
 
     def build_metrics(self, stage: str) -> SegmentationMetrics:

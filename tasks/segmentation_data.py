@@ -1,4 +1,4 @@
-"""The segmentation recipe's data sets: the embedded brain default, 2D folders, 3D datalists.
+"""The segmentation recipe's data sets: the embedded brain default, digit canvases, 2D folders, 3D datalists.
 
 Builders only (the data sets themselves live in :mod:`mmix_applied.data`, the loaders in
 :class:`mmix_applied.engine.datamodule.DataModule`). 2D batches are ``(image, mask)`` tuples; 3D
@@ -15,6 +15,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mmix_applied.data import brain
+from mmix_applied.data.digit_canvas import digit_canvas_datasets
 from mmix_applied.data.segmentation_2d import NamedSlices, SegmentationFolder, build_2d_transforms
 from mmix_applied.data.segmentation_3d import VolumeDataset, build_3d_transforms, load_datalist, nifti_predict_items
 
@@ -38,8 +39,18 @@ class SegmentationDatasets:
 
     def __call__(self, split: str) -> Dataset:
         """The data set of ``split`` (``train``, ``val``, ``test`` or ``predict``)."""
-        build = {"brain": self._brain, "folders": self._folders, "datalist": self._datalist}[self.cfg.source]
+        build = {"brain": self._brain, "digit_canvas": self._digit_canvas, "folders": self._folders,
+                 "datalist": self._datalist}[self.cfg.source]
         return build(split)
+
+    def _digit_canvas(self, split: str) -> Dataset:
+        """MNIST digits on 64 x 64 canvases, glyphs of the splits from disjoint images; predict: the test split."""
+        if not hasattr(self, "_canvases"):
+            self._canvases = digit_canvas_datasets(seed=self.seed, num_train=self.cfg.num_train)
+        if split == "predict":
+            test = self._canvases["test"]
+            return NamedSlices(test, [f"canvas{i:04d}" for i in range(len(test))])
+        return self._canvases[split]
 
     def _transforms_2d(self, train: bool) -> Any:
         d = self.cfg

@@ -28,7 +28,7 @@ def _epochs(out: str, metric: str) -> list[tuple[float, float]]:
 
 def test_plain_loop_with_a_timm_model():
     out = _run("plain_loop.py", "--model", "test_resnet", "--epochs", "1", "--limit", "64", "--batch-size", "16")
-    assert "mix points ['input', 'act1', 'layer1', 'layer2', 'layer3', 'layer4']" in out
+    assert "mix points ['input', 'layer1', 'layer2']" in out
     (loss, accuracy), = _epochs(out, "val_accuracy")
     assert 0.0 < loss < 10.0 and 0.0 <= accuracy <= 1.0
 

@@ -29,7 +29,7 @@ def _max_diff(a, b):
 
 def test_timm_resnet_every_default_point_matches_hand_written_forward():
     m = _resnet()
-    mixer = ManifoldMixup(m, seed=0)
+    mixer = ManifoldMixup(m, points="all", seed=0)
     assert mixer.points == ["input", "act1", "layer1", "layer2", "layer3", "layer4"]
     x = torch.randn(5, 3, 32, 32)
     perm = torch.tensor([2, 0, 4, 1, 3])
@@ -210,7 +210,7 @@ def test_untraceable_model_falls_back_to_hooks_with_a_warning():
 def test_batch_sizes_one_and_odd_and_gradients_reach_layers_before_the_point():
     for batch in (1, 3):
         m = _resnet()
-        mixer = ManifoldMixup(m, seed=0)
+        mixer = ManifoldMixup(m, points="all", seed=0)
         x = torch.randn(batch, 3, 64, 64)  # batch norm in training needs > 1 value per channel
         plan = MixPlan("layer3", torch.tensor(0.4), torch.randperm(batch, generator=torch.Generator().manual_seed(0)))
         with mixer.apply(plan):

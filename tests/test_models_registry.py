@@ -143,10 +143,17 @@ def test_timm_tiny(name, options, first_points):
     model = create_model("timm", name, num_classes=3, in_channels=1, drop_rate=0.1, **options)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)
     assert model.get_classifier().out_features == 3
-    points = default_points(model)
+    points = default_points(model, which="all")
     assert points[: len(first_points)] == first_points and len(points) >= 4
     names = dict(model.named_modules())
     assert all(p in names for p in points[1:])
+    # auto: the paper's {input, stage 1, stage 2} -- the first two stages at reduction >= 4 (a
+    # stride-2 stem is not a stage); one-resolution token models keep every listed block
+    stages = [e["module"] for e in model.feature_info if e["reduction"] >= 4]
+    if len({e["reduction"] for e in model.feature_info}) > 1:
+        assert default_points(model) == ["input", *stages[:2]]
+    else:
+        assert default_points(model) == points
 
 
 def test_timm_options_pass_through():

@@ -10,7 +10,7 @@ from mmix_applied.tasks import demo  # noqa: E402
 
 
 def test_demo_end_to_end_short(tmp_path, capsys):
-    assert demo.main(["--out", str(tmp_path), "--epochs", "1", "--max-steps", "2"]) == 0
+    assert demo.main(["--task", "segmentation", "--out", str(tmp_path), "--epochs", "1", "--max-steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "ONE template brain" in out and "| none |" in out and "| manifold |" in out
     (run,) = tmp_path.glob("demo-segmentation-*")
@@ -35,4 +35,4 @@ def test_demo_configs_and_table(tmp_path):
 
 def test_demo_rejects_bad_arguments():
     with pytest.raises(SystemExit):
-        demo.main(["--variants", "cutmix"])
+        demo.main(["--task", "segmentation", "--variants", "cutmix"])

@@ -78,7 +78,7 @@ def test_sliding_window_net_eval_train_and_mixing():
     model.train()
     patch = torch.randn(4, 1, 8, 8, 4)
     assert torch.allclose(model(patch), net(patch))
-    assert model.mix_points()[0].startswith("net.") and model.backbone_names() == model.mix_points()
+    assert model.mix_points().all[0].startswith("net.") and model.backbone_names() == model.mix_points().all
     mixer = ManifoldMixup(model, points="auto", seed=0)
     assert mixer.points[0] == "input" and all(p.startswith("net.") for p in mixer.points[1:])
     out, plan = mixer(patch)

@@ -22,7 +22,7 @@ from mmix_applied.engine.performance import compile_model, convert_memory_format
 from mmix_applied.mixer import ManifoldMixup
 from mmix_applied.ood import ood_scores
 
-__all__ = ["MixupModule", "NonFiniteLossError", "build_mixer"]
+__all__ = ["MixupModule", "NonFiniteLossError", "build_mixer", "mixing_epoch"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -37,6 +37,12 @@ def build_mixer(model: torch.nn.Module, config: Config, *, seed_offset: int = 0)
     points: Any = ["input"] if mix.variant == "input" else mix.points
     return ManifoldMixup(model, points=points, alpha=mix.alpha, mode=mix.mode, lam_per_sample=mix.lam_per_sample,
                          prob=mix.prob, seed=config.seed + seed_offset)
+
+
+def mixing_epoch(epoch: int, *, warmup: int, off_last: int, max_epochs: int | None) -> bool:
+    """Whether ``epoch`` (0-based) mixes: from ``warmup`` on, and not in the last ``off_last`` epochs."""
+    end = max_epochs if max_epochs not in (None, -1) else math.inf
+    return warmup <= epoch < end - off_last
 
 
 class MixupModule(pl.LightningModule):
@@ -85,13 +91,32 @@ class MixupModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ schedule
     def on_train_epoch_start(self) -> None:
-        """Switch mixing off for the last ``mix.off_last_epochs`` epochs."""
+        """Mix only from epoch ``mix.warmup_epochs`` on and not in the last ``mix.off_last_epochs``.
+
+        Both read ``current_epoch``, which a resumed run restores, so a resume keeps the schedule.
+        """
         if self.mixer is not None:
-            last = self.config.mix.off_last_epochs
-            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else math.inf
-            self.mixer.enabled = self.current_epoch < max_epochs - last
+            self.mixer.enabled = mixing_epoch(self.current_epoch, warmup=self.config.mix.warmup_epochs,
+                                              off_last=self.config.mix.off_last_epochs,
+                                              max_epochs=self.trainer.max_epochs)
 
     # ------------------------------------------------------------------ steps
+    def train_loss(self, x: Any, y: Any) -> tuple[torch.Tensor, Any]:
+        """The training loss of one batch and the step's plan (None: unmixed).
+
+        A mixed step with ``mix.clean_weight > 0`` adds the RegMixup clean term: a second, unmixed
+        forward of the same batch, ``loss = mixed_loss + clean_weight * clean_loss``.
+        """
+        if self.mixer is None:
+            out = self.model(x)
+            return self.adapter.loss(out, y, None), None
+        out, plan = self.mixer(x)
+        loss = self.adapter.loss(out, y, plan)
+        weight = self.config.mix.clean_weight
+        if plan is not None and weight > 0:
+            loss = loss + weight * self.adapter.loss(self.model(x), y, None)
+        return loss, plan
+
     def _inputs(self, batch: Any) -> tuple[Any, Any]:
         x, y = self.recipe.split_batch(batch)
         return (convert_memory_format(x) if self.config.train.channels_last else x), y
@@ -100,11 +125,7 @@ class MixupModule(pl.LightningModule):
         x, y = self._inputs(batch)
         # skip mode: a skipped step must not leave its NaN in the running statistics (BatchNorm) either
         saved = _float_buffers(self.model, clone=True) if self.config.train.nonfinite_loss == "skip" else None
-        if self.mixer is not None:
-            out, plan = self.mixer(x)
-        else:
-            out, plan = self.model(x), None
-        loss = self.adapter.loss(out, y, plan)
+        loss, plan = self.train_loss(x, y)
         if not torch.isfinite(loss).all():
             if saved:
                 with torch.no_grad():

@@ -125,8 +125,8 @@ def create_model(
     return model
 
 
-def default_points(model: nn.Module) -> list[str]:
-    """The points ``ManifoldMixup(model, points="auto")`` uses: ``"input"`` then module names."""
+def default_points(model: nn.Module, *, which: str = "auto") -> list[str]:
+    """The points ``ManifoldMixup(model, points=which)`` uses (``auto`` or ``all``): ``"input"`` then module names."""
     from mmix_applied.points import default_points as resolve
 
-    return resolve(model)
+    return resolve(model, which=which)  # type: ignore[arg-type]

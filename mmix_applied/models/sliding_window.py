@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmix_applied.points import INPUT, default_points
+from mmix_applied.points import INPUT, PointSets, default_points
 
 __all__ = ["SlidingWindowNet", "backbone_names"]
 
@@ -24,7 +24,7 @@ def backbone_names(net: nn.Module) -> list[str]:
     for attr in ("encoder", "backbone"):
         if isinstance(getattr(net, attr, None), nn.Module):
             return [attr]
-    return [p for p in default_points(net) if p != INPUT]
+    return [p for p in default_points(net, which="all") if p != INPUT]
 
 
 class SlidingWindowNet(nn.Module):
@@ -45,9 +45,11 @@ class SlidingWindowNet(nn.Module):
         self.net = net
         self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), sw_batch_size, overlap
 
-    def mix_points(self) -> list[str]:
-        """The wrapped network's default points, named from this module."""
-        return [f"net.{p}" for p in default_points(self.net) if p != INPUT]
+    def mix_points(self) -> PointSets:
+        """The wrapped network's point sets (``auto`` and ``all``), named from this module."""
+        auto, every = (default_points(self.net, which=w) for w in ("auto", "all"))
+        return PointSets(auto=[f"net.{p}" for p in auto if p != INPUT],
+                         all=[f"net.{p}" for p in every if p != INPUT])
 
     def backbone_names(self) -> list[str]:
         """The wrapped network's backbone modules, named from this module."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from mmix_applied.points import register_point_resolver
+from mmix_applied.points import PointSets, register_point_resolver
 
 from ._registry import close_matches
 
@@ -196,31 +196,41 @@ def param_groups(
 
 
 @register_point_resolver
-def timm_points(model: nn.Module) -> list[str] | None:
-    """Default mix points of a timm model: the modules its ``feature_info`` lists, or None.
+def timm_points(model: nn.Module) -> PointSets | None:
+    """Default mix points of a timm model, from the modules its ``feature_info`` lists, or None.
 
-    Token models (ViT, DeiT) list every block at one resolution; they get the patch embedding and
-    four blocks spread over the depth. Answers None for a model that is not timm's (checked from
-    ``type(model).__module__``, without importing timm).
+    ``all`` is every listed module. ``auto`` is the paper's set for CNNs (Verma et al., ICML 2019,
+    Table 5: {input, stage 1, stage 2} beat every other set on CIFAR-10/100): the first two listed
+    stages at reduction >= 4, so a stride-2 stem (resnet ``act1``, efficientnet ``blocks.0``) does
+    not count as a stage. Token models (ViT, DeiT) list every block at one resolution; no paper set
+    applies and both sets are today's: every block, or for more than six the patch embedding and
+    four blocks spread over the depth.
+    Answers None for a model that is not timm's (checked from ``type(model).__module__``,
+    without importing timm).
     """
     info = getattr(model, "feature_info", None)
     if info is None or "timm" not in type(model).__module__:
         return None
     entries = [dict(e) for e in info] if not hasattr(info, "get_dicts") else info.get_dicts()
     names = dict(model.named_modules())
-    modules = []
+    modules: list[str] = []
+    reductions: list[Any] = []
     for e in entries:
         name = e.get("module")
         for candidate in (name, str(name).replace("_", ".")):
             if candidate in names:
                 modules.append(candidate)
+                reductions.append(e.get("reduction"))
                 break
-    reductions = {e.get("reduction") for e in entries}
-    if len(modules) > 6 and len(reductions) == 1:
+    if len(modules) > 6 and len(set(reductions)) == 1:
         # Token models (ViT, DeiT): every block is listed at one resolution. Take the patch
         # embedding and a spread of four blocks instead of all of them.
         n = len(modules)
         spread = [modules[round(i * (n - 1) / 3)] for i in range(4)]
         embed = ["patch_embed"] if "patch_embed" in names else []
-        return embed + list(dict.fromkeys(spread))
-    return modules
+        tokens = embed + list(dict.fromkeys(spread))
+        return PointSets(auto=tokens, all=tokens)
+    if len(set(reductions)) == 1:
+        return PointSets(auto=modules, all=modules)  # one resolution: no stages to pick from
+    stages = [m for m, r in zip(modules, reductions) if not isinstance(r, (int, float)) or r >= 4]
+    return PointSets(auto=stages[:2] if len(stages) >= 2 else modules[:2], all=modules)

@@ -67,6 +67,8 @@ RULES: dict[str, Rule] = {
     "mix.alpha": _gt(0, " (try 2.0 for small images, 0.2 for large data)"),
     "mix.prob": _closed(0, 1),
     "mix.off_last_epochs": _ge(0),
+    "mix.warmup_epochs": _ge(0),
+    "mix.clean_weight": _ge(0, " (0 = off; 1 = RegMixup's eta = 1)"),
     # optim
     "optim.lr": _gt(0, " (e.g. 1e-3)"),
     "optim.weight_decay": _ge(0),
@@ -120,6 +122,7 @@ RULES: dict[str, Rule] = {
     "data.resolution": _one_of(1, 2),
     "data.slab_thickness": _ge(1, " (or null for the default)"),
     "data.slab_gap": _ge(0),
+    "data.num_train": _ge(1, " (labeled training canvases; default 64)"),
     "options.dice_weight": _ge(0),
     "options.ce_weight": _ge(0),
     "options.roi_size": _ge(1),

@@ -72,10 +72,19 @@ class MixConfig:
         variant: ``none`` (plain training), ``input`` (input mixup) or ``manifold``.
         alpha: Beta(alpha, alpha) parameter of the mixing weight.
         mode: ``mixup`` (interpolation) or ``cutmix`` (box swap at the point's resolution).
-        points: ``auto`` (the model's default points) or a list of module names / ``input``.
+        points: ``auto`` (the family's default: timm CNNs the paper's {input, stage 1, stage 2},
+            other families every stage), ``all`` (input + every stage the model declares) or a
+            list of module names / ``input``.
         prob: Probability that a training step is mixed.
         lam_per_sample: One mixing weight per sample instead of one per batch.
+        warmup_epochs: Train the first N epochs without mixing (e.g. past CTC's all-blank phase).
         off_last_epochs: Train the last N epochs without mixing.
+        clean_weight: RegMixup-style clean term (Pinto et al., NeurIPS 2022), 0 = off: on a mixed
+            step the loss is ``mixed_loss + clean_weight * clean_loss``, with a second, unmixed
+            forward of the same batch (unmixed steps keep the plain loss). RegMixup writes
+            ``L(clean) + eta * L(mixed)``; ``clean_weight = 1 / eta`` is the same objective up to
+            a factor ``eta`` (the paper's eta = 1 is ``clean_weight: 1``). Measured cost: see
+            ``configs/classification.yaml``.
     """
 
     variant: Literal["none", "input", "manifold"] = "manifold"
@@ -84,7 +93,9 @@ class MixConfig:
     points: str | list[str] = "auto"
     prob: float = 1.0
     lam_per_sample: bool = False
+    warmup_epochs: int = 0
     off_last_epochs: int = 0
+    clean_weight: float = 0.0
 
 
 @dataclasses.dataclass

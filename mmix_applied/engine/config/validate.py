@@ -197,6 +197,10 @@ def _check_fixed_sections(cfg: Config) -> None:
     checks = [
         ("mix.off_last_epochs", cfg.mix.off_last_epochs == 0 or cfg.train.max_epochs >= 1,
          "counts back from train.max_epochs, which is unset (-1); set train.max_epochs"),
+        ("mix.warmup_epochs", cfg.mix.warmup_epochs == 0 or cfg.mix.variant == "none" or cfg.train.max_epochs < 1
+         or cfg.mix.warmup_epochs + cfg.mix.off_last_epochs < cfg.train.max_epochs,
+         f"with mix.off_last_epochs={cfg.mix.off_last_epochs} leaves no mixed epoch of train.max_epochs="
+         f"{cfg.train.max_epochs}; lower it (warmup_epochs + off_last_epochs < max_epochs) or set mix.variant=none"),
         ("mix.off_last_epochs", cfg.mix.variant == "none" or cfg.train.max_epochs < 1
          or cfg.mix.off_last_epochs < cfg.train.max_epochs,
          f"must be < train.max_epochs={cfg.train.max_epochs}, or no epoch would mix; lower it, or set "
@@ -204,9 +208,9 @@ def _check_fixed_sections(cfg: Config) -> None:
         ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0,
          "must be >= 1 (-1 needs train.max_steps > 0)"),
     ]
-    if isinstance(cfg.mix.points, str) and cfg.mix.points != "auto":
-        raise ConfigError(f"config key 'mix.points': {cfg.mix.points!r} must be 'auto' or a list of "
-                          "module names, e.g. [input, layer1]")
+    if isinstance(cfg.mix.points, str) and cfg.mix.points not in ("auto", "all"):
+        raise ConfigError(f"config key 'mix.points': received {cfg.mix.points!r}; valid: 'auto' (the family's "
+                          "default), 'all' (input + every stage) or a list of module names, e.g. [input, layer1]")
     for key, ok, msg in checks:
         if not ok:
             raise ConfigError(f"config key {key!r}: {msg} (received {_get(cfg, key)!r})")

@@ -1,0 +1,125 @@
+"""``make demo``: does Manifold Mixup pay? A paired comparison on the embedded MNIST digits, end to end.
+
+Runs :func:`mmix_applied.compare.compare` on the classification recipe (``configs/classification.yaml``)
+in the small-labeled, long regime where an unmixed model overfits: few labels per class, many
+epochs, a small timm model (Verma et al., ICML 2019, report mixing's gains in likelihood and
+calibration). Every variant trains with the same seeds (same labeled subset, initialisation and
+data order), is tested unmixed, and the demo prints one table (accuracy, NLL and ECE raw and
+temperature-scaled, the fitted temperatures, mean ± std over seeds) and a one-line verdict
+computed from the paired per-seed differences (:func:`mmix_applied.compare_report.verdict_line`),
+and writes compare's report and PNGs (reliability diagrams, validation curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from mmix_applied._io import atomic_write_text
+
+__all__ = ["REGIME", "demo_overrides", "main", "table", "verdict"]
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
+#: The demo's regime. NOT yet chosen from validation measurements (phase 2 of #11 ran out of time):
+#: alpha 0.5 is the issue's own report (resnet18, 100 labels/class, 40 epochs: alpha 0.2-0.5 beat
+#: no mixing on scaled NLL); the rest is sized for the 2-core CPU.
+REGIME = {"model": "test_resnet", "labels_per_class": 20, "epochs": 30, "alpha": 0.5, "batch_size": 32}
+COLUMNS = (("acc", "test/acc"), ("NLL", "test/nll"), ("NLL scaled", "test/nll_scaled"), ("ECE", "test/ece"),
+           ("ECE scaled", "test/ece_scaled"), ("T", "temperature"))
+
+
+def demo_overrides(*, model: str, labels_per_class: int, epochs: int, alpha: float, batch_size: int,
+                   max_steps: int = -1) -> list[str]:
+    """The dotted overrides every demo run gets (compare adds ``mix.variant``, ``seed`` and ``run.*``)."""
+    return [f"model.name={model}", f"data.labels_per_class={labels_per_class}", f"train.max_epochs={epochs}",
+            f"train.max_steps={max_steps}", f"mix.alpha={alpha}", f"data.batch_size={batch_size}",
+            "train.accelerator=cpu", "train.devices=1", "train.enable_progress_bar=false", "train.loggers=[csv]"]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: one line per variant, mean ± std over seeds of each column ("–": not reported)."""
+    head = ["variant", "seeds", *(name for name, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        cells = [variant, str(len(mine))]
+        for _, key in COLUMNS:
+            got = [(r.get("metrics") or {}).get(key, r.get(key) if key == "temperature" else None) for r in mine]
+            cells.append(_cell([float(v) for v in got if isinstance(v, (int, float)) and math.isfinite(v)]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]], *, variant: str = "manifold") -> str:
+    """The verdict on scaled test NLL, or on raw NLL (said so) where the runs report no temperature."""
+    from mmix_applied.compare_report import verdict_line
+
+    if all("test/nll_scaled" in (r.get("metrics") or {}) for r in rows):
+        return verdict_line(rows, metric="test/nll_scaled", variant=variant, label="temperature-scaled test NLL")
+    return verdict_line(rows, metric="test/nll", variant=variant,
+                        label="raw test NLL (these runs report no temperature)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison demo; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="mmix-applied demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="classification", choices=("classification", "segmentation"))
+    parser.add_argument("--out", default="runs", help="parent folder of the demo's directory (default runs)")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds, paired across variants (default 0,1)")
+    parser.add_argument("--variants", default="none,manifold", help="comma-separated: none, input, manifold")
+    parser.add_argument("--epochs", type=int, default=REGIME["epochs"])
+    parser.add_argument("--labels-per-class", type=int, default=REGIME["labels_per_class"])
+    parser.add_argument("--model", default=REGIME["model"])
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop each run after N steps (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers; received {args.seeds!r}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not seeds or not variants or "none" not in variants or any(v not in ("none", "input", "manifold")
+                                                                   for v in variants):
+        parser.error(f"--variants takes none (the paired baseline) and input and/or manifold, --seeds at least one "
+                     f"seed; received {args.variants!r}, {args.seeds!r}")
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import torch
+
+    from mmix_applied.compare import compare
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) / f"demo-classification-{time.strftime('%Y%m%d-%H%M%S')}"
+    overrides = demo_overrides(model=args.model, labels_per_class=args.labels_per_class, epochs=args.epochs,
+                               alpha=REGIME["alpha"], batch_size=REGIME["batch_size"], max_steps=args.max_steps)
+    print(f"mmix_applied demo: {', '.join(variants)} on embedded MNIST, {args.labels_per_class} labels per class, "
+          f"{args.epochs} epochs of timm {args.model}, seeds {seeds} (paired). Directory: {out}", flush=True)
+    start = time.perf_counter()
+    report = compare(CONFIG, variants=variants, seeds=seeds, overrides=overrides, out_dir=out,
+                     command="mmix-applied demo " + " ".join(argv or []))
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    text = table(rows)
+    lines = [verdict(rows, variant=v) for v in variants if v != "none"]
+    total = time.perf_counter() - start
+    atomic_write_text(out / "demo.md", f"# Classification demo\n\n{text}\n\n" + "\n".join(lines) + "\n")
+    print("\n" + text + "\n")
+    for line in lines:
+        print(line)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    print(f"wrote {report}, {out / 'demo.md'} and {', '.join(pngs) or 'no plots'} ({total:.0f} s)")
+    return 0
