@@ -27,6 +27,10 @@ def quiet_console(verbose: bool) -> None:
     summary instead of as Python warnings.
     """
     level = logging.INFO if verbose else logging.WARNING
+    if verbose:  # undo levels set on Lightning's child loggers earlier in this process (e.g. by the demo)
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith(("lightning.", "pytorch_lightning.")):
+                logging.getLogger(name).setLevel(logging.NOTSET)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(level)
     if not verbose:

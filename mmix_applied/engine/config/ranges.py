@@ -92,6 +92,7 @@ RULES: dict[str, Rule] = {
     "train.limit_predict_batches": _LIMIT,
     "train.check_val_every_n_epoch": _ge(1),
     "train.log_every_n_steps": _ge(1),
+    "train.loader_check_steps": _ge(0, " (0 turns the loader-pace check off)"),
     "train.save_top_k": _ge(-1, " (-1 keeps all, 0 none)"),
     # data, every recipe
     "data.batch_size": _ge(1),
