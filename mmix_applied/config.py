@@ -10,42 +10,7 @@ The implementation lives in the engine layer (it resolves the recipe's sections 
 engine's recipe registry); this module sits above it, beside the CLI.
 """
 
-from mmix_applied.engine.config import (
-    Config,
-    ConfigError,
-    ConfigKeyError,
-    ConfigTypeError,
-    MixConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    SchedulerConfig,
-    TrainConfig,
-    apply_overrides,
-    config_to_dict,
-    dump_config,
-    load_config,
-    parse_config,
-    read_yaml,
-    save_config,
-)
+from mmix_applied.engine import config as _impl
+from mmix_applied.engine.config import *  # noqa: F403  (the public face re-exports exactly the engine's names)
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "ConfigKeyError",
-    "ConfigTypeError",
-    "MixConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "RunConfig",
-    "SchedulerConfig",
-    "TrainConfig",
-    "apply_overrides",
-    "config_to_dict",
-    "dump_config",
-    "load_config",
-    "parse_config",
-    "read_yaml",
-    "save_config",
-]
+__all__ = list(_impl.__all__)
