@@ -7,20 +7,51 @@ from typing import Any
 
 import torch
 
-__all__ = ["WarmupSchedule", "build_optimizer", "build_scheduler"]
+__all__ = ["FUSED_DEVICES", "WarmupSchedule", "build_optimizer", "build_scheduler", "fused_supported"]
+
+
+#: Devices torch has a fused Adam/AdamW/SGD kernel for (CPU since torch 2.4).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fused_supported(groups: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Whether torch's fused update applies to every parameter of ``groups``, and why not."""
+    params = [p for g in groups for p in g["params"]]
+    if not params:
+        return False, "no parameters"
+    for p in params:
+        if p.device.type not in FUSED_DEVICES:
+            return False, f"a parameter is on {p.device.type!r} (fused kernels: {', '.join(FUSED_DEVICES)})"
+        if not p.is_floating_point():
+            return False, f"a parameter has dtype {p.dtype} (fused kernels take floating point)"
+    if len({p.device for p in params}) > 1:
+        return False, "the parameters are on more than one device"
+    return True, ""
 
 
 def build_optimizer(groups: list[dict[str, Any]], optim_cfg: Any) -> torch.optim.Optimizer:
-    """AdamW, Adam or SGD over parameter ``groups`` (each may carry its own ``lr``)."""
+    """AdamW, Adam or SGD over parameter ``groups`` (each may carry its own ``lr``).
+
+    ``optim_cfg.fused`` (``auto``, ``true``, ``false``): torch's fused update where it has one for
+    the parameters' device (``auto``), required (``true``: an error names why it cannot), or
+    torch's default ``foreach`` update (``false``). The fused kernel computes the same update
+    (equal to float rounding) in one pass; on a CPU it is about 4x faster than ``foreach``.
+    """
     name = optim_cfg.name
+    if name not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"optim.name must be 'adamw', 'adam' or 'sgd', received {name!r}")
+    want = getattr(optim_cfg, "fused", False)
+    ok, why = fused_supported(groups)
+    if want is True and not ok:
+        raise ValueError(f"optim.fused=true: torch has no fused {name} update here: {why}; "
+                         "set optim.fused: auto (fused where possible) or false")
+    extra = {"fused": True} if (want is True or (want == "auto" and ok)) else {}
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **extra)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                               nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay)
-    raise ValueError(f"optim.name must be 'adamw', 'adam' or 'sgd', received {name!r}")
+        return torch.optim.Adam(groups, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, **extra)
+    return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                           nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay, **extra)
 
 
 class WarmupSchedule:
