@@ -276,6 +276,17 @@ class TemperatureScaler(torch.nn.Module):
         self.temperature.fill_(t)
         return t
 
+    def nll(self, temperature: float | None = None) -> float:
+        """Mean NLL of what :meth:`update` kept at ``temperature`` (default: the fitted one; 1.0 = raw)."""
+        if not self._y:
+            raise ValueError("TemperatureScaler.nll: no batches were added")
+        t = float(self.temperature) if temperature is None else float(temperature)
+        if not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number; received {temperature!r}")
+        kind = self._kind or "softmax"
+        y = torch.cat(self._y)
+        return _nll(kind, torch.cat(self._z).double(), y.double() if kind == "sigmoid" else y, 1.0 / t)
+
     def scale(self, logits: Tensor) -> Tensor:
         """``logits / T`` (in the logits' dtype)."""
         return logits / self.temperature.to(logits.dtype)

@@ -42,7 +42,8 @@ from mmix_applied.engine.config import load_config
 from mmix_applied.metrics import ExpectedCalibrationError
 from mmix_applied.spectrum import ClassSpectra, class_spectra, collect_states, plot_spectra
 
-__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "read_predictions", "reliability_bins", "run_name"]
+__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "read_predictions", "reliability_bins", "run_name",
+           "validation_figures"]
 
 VARIANTS = ("none", "input", "manifold")
 _OWNED = ("mix.variant", "seed", "run.dir", "run.name")
@@ -134,6 +135,29 @@ def checkpoint_spectrum(config: Any, checkpoint: Path, point: str, *, max_sample
 _spectrum = checkpoint_spectrum  # what compare() calls (tests replace it)
 
 
+def validation_figures(run_dir: str | os.PathLike) -> dict[str, float]:
+    """The validation figures of a run's ``last.ckpt`` (what settings are chosen on; test figures are only reported).
+
+    The last validation epoch's metrics from ``fit_summary.json`` (``val/acc``, ``val/nll``, ...; ``val/mean_dice``
+    for segmentation, ``val/cer`` for handwriting) and, where a temperature was fitted, ``val/nll_scaled``: the
+    validation NLL at that temperature (from ``temperature.json``; the split T was fitted on, so it is the best
+    NLL one temperature reaches there). ``{}`` when the run wrote neither file.
+    """
+    run_dir = Path(run_dir)
+    out: dict[str, float] = {}
+    summary, temps = run_dir / "fit_summary.json", run_dir / "temperature.json"
+    if summary.is_file():
+        last = (json.loads(summary.read_text()).get("last") or {}).get("metrics") or {}
+        out.update({k: float(v) for k, v in last.items() if isinstance(v, (int, float))})
+    if temps.is_file():
+        info = json.loads(temps.read_text())
+        for key in ("val_nll_scaled",):
+            value = (info.get(key) or {}).get("last.ckpt")
+            if isinstance(value, (int, float)):
+                out[f"val/{key.removeprefix('val_')}"] = float(value)
+    return out
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -215,7 +239,8 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
             wall = time.monotonic() - t0
             trained_time, trained = trained_time + wall, trained + 1
         rows.append({"recipe": config.recipe, "variant": variant, "seed": seed, "run_dir": str(run_dir),
-                     "metrics": metrics, "temperature": metrics.get("temperature"), "wall_s": wall, "extra": extra})
+                     "metrics": metrics, "val": validation_figures(run_dir), "temperature": metrics.get("temperature"),
+                     "wall_s": wall, "extra": extra})
         atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     plots = _plots(rows, out)
     report = out / "report.md"

@@ -1,8 +1,9 @@
 """The comparison report: seed statistics, verdicts, paired differences and plots, from result rows.
 
 Pure functions of the rows :func:`mmix_applied.compare.compare` writes to ``results.jsonl`` (one
-per run: ``recipe``, ``variant``, ``seed``, ``run_dir``, ``metrics``, ``temperature``,
-``wall_s``), so they can be tested and rerun without training. No Lightning import.
+per run: ``recipe``, ``variant``, ``seed``, ``run_dir``, ``metrics`` (test), ``val``
+(the validation figures settings are chosen on), ``temperature``, ``wall_s``), so they can be
+tested and rerun without training. No Lightning import.
 
 Statistics: the mean and the sample standard deviation (``ddof=1``) over seeds. A winner's lead
 is **beyond the seed spread** when the gap between the best and the second-best mean exceeds the
@@ -77,6 +78,9 @@ def metric_order(names: Iterable[str]) -> list[str]:
 
 def _values(row: Mapping[str, Any]) -> dict[str, float]:
     values = {k: float(v) for k, v in (row.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    for k, v in (row.get("val") or {}).items():  # validation figures (compare.validation_figures): "val/..." keys
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k.startswith("val/"):
+            values.setdefault(k, float(v))
     for k, v in (row.get("extra") or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             values.setdefault(k, float(v))

@@ -188,3 +188,20 @@ def test_adaptive_ece_equals_torchmetrics_where_the_bins_coincide():
     ys = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0, 1, 1])
     assert adaptive_ece(skew, ys, n_bins=5).item() != pytest.approx(
         multiclass_calibration_error(skew, ys, num_classes=2, n_bins=5, norm="l1").item(), abs=1e-4)
+
+
+def test_scaler_nll_is_the_mean_nll_of_what_it_kept():
+    from mmix_applied.calibration import TemperatureScaler, scaled_nll
+
+    torch.manual_seed(0)
+    z, y = torch.randn(300, 5) * 3, torch.randint(0, 5, (300,))
+    scaler = TemperatureScaler()
+    scaler.update(z[:100], y[:100])
+    scaler.update(z[100:], y[100:])
+    t = scaler.fit()
+    assert scaler.nll(1.0) == pytest.approx(float(torch.nn.functional.cross_entropy(z.double(), y)), rel=1e-9)
+    assert scaler.nll() == pytest.approx(scaled_nll(z, y, t), rel=1e-6) and scaler.nll() <= scaler.nll(1.0)
+    with pytest.raises(ValueError, match="positive"):
+        scaler.nll(0.0)
+    with pytest.raises(ValueError, match="no batches"):
+        TemperatureScaler().nll()

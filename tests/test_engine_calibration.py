@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from mmix_applied.calibration import fit_temperature, scaled_nll
 from mmix_applied.cli import main
+from mmix_applied.compare import validation_figures
 from mmix_applied.config import load_config
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict
 from mmix_applied.engine import test as run_test
@@ -72,7 +73,14 @@ def test_every_checkpoint_holds_its_own_fitted_temperature(run):
         z, y = _logits(root, ckpt, "val")  # the whole validation split
         assert t == pytest.approx(fit_temperature(z, y), rel=1e-6)
         assert scaled_nll(z, y, t) <= scaled_nll(z, y, 1.0) + 1e-12  # scaling never raises the fitting NLL
+        # the validation NLL raw and at T (what settings are chosen on), against the logits by hand
+        assert saved["val_nll"][ckpt.name] == pytest.approx(scaled_nll(z, y, 1.0), rel=1e-5)
+        assert saved["val_nll_scaled"][ckpt.name] == pytest.approx(scaled_nll(z, y, t), rel=1e-5)
     assert saved["temperature"] == saved["checkpoints"]["last.ckpt"]
+    figures = validation_figures(run_dir)  # compare's row: the last epoch's metrics and the scaled NLL
+    assert figures["val/nll_scaled"] == saved["val_nll_scaled"]["last.ckpt"]
+    assert figures["val/nll"] == pytest.approx(saved["val_nll"]["last.ckpt"], rel=1e-4)
+    assert 0 <= figures["val/acc"] <= 1
     summary = json.loads((run_dir / "fit_summary.json").read_text())
     assert summary["temperature"] == saved["temperature"] and summary["last"]["epoch"] == 1
     assert summary["last"]["metrics"]["val/nll"] > 0 and summary["best"]["checkpoint"].endswith(".ckpt")

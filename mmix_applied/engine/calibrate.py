@@ -95,6 +95,9 @@ def calibrate_run(config: Any, run_dir: Path, recipe: Any, module: Any, datamodu
         state["mmix"]["temperature_positions"] = scaler.num_positions
         atomic_write(ckpt, lambda fh, s=state: torch.save(s, fh))
         info["checkpoints"][ckpt.name] = t
+        # the validation NLL raw and at T: the figures settings are chosen on (test figures are only reported)
+        info.setdefault("val_nll", {})[ckpt.name] = scaler.nll(1.0)
+        info.setdefault("val_nll_scaled", {})[ckpt.name] = scaler.nll(t)
         info["positions"] = max(info["positions"], scaler.num_positions)
     info["temperature"] = info["checkpoints"].get("last.ckpt")
     if info["checkpoints"]:
