@@ -33,14 +33,25 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from study_regimes import GOALS, KEY_METRICS, REGIMES, Regime, grid_cells  # noqa: E402
+from study_regimes import (  # noqa: E402
+    GOALS,
+    KEY_METRICS,
+    REGIMES,
+    SELECT,
+    Regime,
+    choose,
+    chosen_rows,
+    grid_cells,
+    groups,
+    pool,
+)
 
 from mmix_applied._io import atomic_write_text  # noqa: E402
 from mmix_applied.compare import compare  # noqa: E402
 from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
 from mmix_applied.config import load_config  # noqa: E402
 
-__all__ = ["assemble", "main", "run_regime"]
+__all__ = ["assemble", "existing_record", "main", "run_regime"]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {
@@ -105,6 +116,22 @@ def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Se
         compare(config, variants=variants, seeds=seeds, overrides=every, out_dir=runs_out, command=command,
                 spectrum_point=regime.spectrum_point)
         record["cells"].append({"cell": cell, "skipped": None, "command": command, "out": str(runs_out)})
+    if all(c["skipped"] for c in record["cells"]):
+        record["skipped"] = record["cells"][0]["skipped"]
+    return record
+
+
+def existing_record(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
+                    quick: bool = False) -> dict[str, Any]:
+    """The record :func:`run_regime` would return, from what is on disk (``--report-only``); trains nothing."""
+    cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
+    variants = (regime.quick_variants or regime.variants) if quick else regime.variants
+    record: dict[str, Any] = {"name": regime.name, "skipped": None, "cells": []}
+    for cell, cell_overrides in cells:
+        runs_out = out / regime.name / (cell or "")
+        command = _compare_command(regime.config, variants, seeds, runs_out, [*overrides, *cell_overrides])
+        reason = None if (runs_out / "results.jsonl").is_file() else "not run (no results under --out)"
+        record["cells"].append({"cell": cell, "skipped": reason, "command": command, "out": str(runs_out)})
     if all(c["skipped"] for c in record["cells"]):
         record["skipped"] = record["cells"][0]["skipped"]
     return record
@@ -177,12 +204,61 @@ def _map_section(regime: Regime, record: Mapping[str, Any], baseline_rows: Seque
     return lines
 
 
+def _stat(rows: Sequence[Mapping[str, Any]], variant: str, key: str) -> str:
+    xs = [float(v) for r in rows if r["variant"] == variant
+          for v in [(r.get("val") if key.startswith("val/") else r.get("metrics") or {}).get(key)
+                    if key != "temperature" else r.get("temperature")] if isinstance(v, (int, float))]
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return _fmt(xs[0])
+    mean = sum(xs) / len(xs)
+    std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+    return f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _selection_section(root: Regime, pooled: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One group's pooled table (validation figure first) and the setting chosen per kind."""
+    title = root.title.rsplit(",", 1)[0]
+    if not pooled:
+        return [f"### {title}", "", "No finished runs.", ""]
+    recipe = pooled[0]["recipe"]
+    metric = SELECT[recipe]
+    keys = [metric, *KEY_METRICS[recipe]] + (["temperature"] if recipe != "handwriting" else [])
+    paired = paired_differences(pooled, baseline="none").get(recipe, {})
+    delta_key = "test/nll_scaled" if recipe != "handwriting" else "test/cer"
+    lines = [f"### {title}", "",
+             f"Settings are chosen on `{metric}` (validation split; mean over the seeds of `none`); the test "
+             f"figures are reported, not used to choose. Δ: mean ± std of the per-seed `{delta_key}` difference to "
+             "`none` (seeds better / seeds).", "",
+             "| variant | seeds | " + " | ".join(k for k in keys) + f" | Δ {delta_key} |",
+             "|---" * (len(keys) + 3) + "|"]
+    for variant in dict.fromkeys(r["variant"] for r in pooled):
+        n = sum(1 for r in pooled if r["variant"] == variant)
+        c = paired.get(delta_key, {}).get(variant)
+        delta = "" if c is None else f"{_fmt(c['mean'])} ± {_fmt(c['std'])} ({c['better']}/{c['n']})"
+        lines.append(f"| {variant} | {n} | " + " | ".join(_stat(pooled, variant, k) for k in keys) + f" | {delta} |")
+    lines.append("")
+    choice = choose(pooled)
+    for kind in ("input", "manifold"):
+        if kind not in choice:
+            continue
+        c = choice[kind]
+        others = ", ".join(f"`{v}` {_fmt(m)}" for v, m in c["candidates"].items() if v != c["variant"])
+        lines.append(f"- **{kind}: `{c['variant']}`** chosen ({metric} {_fmt(c['mean'])}"
+                     + (f"; the others: {others}" if others else "") + ").")
+    return [*lines, ""]
+
+
 def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequence[str] = ()) -> str:
-    """``results.md``: the goal check, then one section per regime."""
+    """``results.md``: the goal check, the settings chosen on validation figures, then one section per regime."""
     by_name = {r["name"]: r for r in records}
     regimes = {r.name: r for r in REGIMES}
     rows_of = {name: _rows(Path(rec["cells"][0]["out"])) if not regimes[name].grid else []
                for name, rec in by_name.items()}
+    pooled = {root: pool(rows_of, [m for m in members if m.name in by_name])
+              for root, members in groups().items() if root in by_name}
+    goal_rows = {**rows_of, **{root: chosen_rows(rows, choose(rows)) for root, rows in pooled.items()}}
     lines = ["# Study results", "", "```", command, "```", "", *header, "",
              "## Goals (issue #11), checked from the numbers below", "", "| goal | regime | status | numbers |",
              "|---|---|---|---|"]
@@ -194,9 +270,16 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
             elif rec["skipped"]:
                 status, detail = "not measured", f"skipped: {rec['skipped'].split('. ')[0]} (see its section)"
             else:
-                status, detail = goal.check(rows_of[name])
+                status, detail = goal.check(goal_rows[name])
+                if name in pooled:
+                    picked = ", ".join(f"{k}: `{c['variant']}`" for k, c in choose(pooled[name]).items())
+                    detail = f"settings chosen on validation ({picked}); {detail}"
             lines.append(f"| {goal.text} | {name} | **{status}** | {detail.replace('|', '/')} |")
     lines.append("")
+    if pooled:
+        lines += ["## Settings chosen on validation figures", ""]
+        for root, rows in pooled.items():
+            lines += _selection_section(regimes[root], rows)
     for rec in records:
         regime = regimes[rec["name"]]
         if rec["skipped"]:
@@ -236,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--budget-s", type=float, default=None, help="start no regime after this many seconds")
     parser.add_argument("--accelerator", default=None, help="force train.accelerator (e.g. cpu for a smoke run)")
     parser.add_argument("--list", action="store_true", help="print the regimes and exit")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write results.md from the runs already under --out")
     args = parser.parse_args(argv)
     if args.list:
         for r in REGIMES:
@@ -257,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     records = []
     for regime in chosen:
         overrides = regime_overrides(regime, profile=args.profile, quick=args.quick, accelerator=args.accelerator)
+        if args.report_only:
+            records.append(existing_record(regime, out=out, seeds=seeds, overrides=overrides, quick=args.quick))
+            continue
         records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
                                   quick=args.quick))
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
