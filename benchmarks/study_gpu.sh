@@ -35,7 +35,7 @@ mkdir -p "$out_dir" "$runs"
 
 # Priority order: the overfitting classification regimes and the generalisation-gap segmentation
 # first (the goals of #11 are checked on them), the brain demo last.
-regimes="cls20-long,seg-digit-canvas,cls100-long,seg-brain2d"
+regimes="cls20-long,seg-digit-canvas,cls100-long,cls100-long-a0.2,cls100-long-a2,seg-brain2d"
 
 if [[ "$smoke" == 1 ]]; then
   echo "study_gpu.sh --smoke: the GPU profile's regimes, tiny, on CPU (the numbers mean nothing)"

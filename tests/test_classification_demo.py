@@ -10,7 +10,8 @@ from mmix_applied.tasks.demo_compare import table
 
 
 def test_demo_compare_end_to_end_short(tmp_path, capsys):
-    argv = ["--out", str(tmp_path), "--epochs", "1", "--max-steps", "2", "--seeds", "0,1", "--labels-per-class", "4"]
+    argv = ["--out", str(tmp_path), "--epochs", "1", "--max-steps", "2", "--seeds", "0,1", "--labels-per-class", "8",
+            "--model", "test_resnet"]
     assert demo.main(argv) == 0
     out = capsys.readouterr().out
     (run,) = tmp_path.glob("demo-classification-*")
@@ -24,7 +25,12 @@ def test_demo_compare_end_to_end_short(tmp_path, capsys):
     key = "test/nll_scaled" if all("test/nll_scaled" in r["metrics"] for r in rows) else "test/nll"
     by = {(r["variant"], r["seed"]): r["metrics"][key] for r in rows}
     diffs = np.array([by[("manifold", s)] - by[("none", s)] for s in (0, 1)])
-    (line,) = [ln for ln in out.splitlines() if ln.startswith("manifold mixup ")]
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("manifold mixup ") and "NLL" in ln]
+    (acc_line,) = [ln for ln in out.splitlines() if ln.startswith("manifold mixup ") and "test accuracy" in ln]
+    acc_diffs = np.array([r["metrics"]["test/acc"] for r in sorted(rows, key=lambda r: r["seed"])
+                          if r["variant"] == "manifold"]) - np.array(
+        [r["metrics"]["test/acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r["variant"] == "none"])
+    assert ("raised" in acc_line) == (acc_diffs.mean() > 0) and ("(mixing won)" in acc_line) == (acc_diffs.mean() > 0)
     assert f"by {abs(diffs.mean()):.3f} ± {diffs.std(ddof=1):.3f} (paired, 2 seeds" in line
     assert ("lowered" in line) == (diffs.mean() < 0) and ("(mixing lost)" in line) == (diffs.mean() > 0)
     assert ("beyond the seed spread" in line) == (abs(diffs.mean()) > diffs.std(ddof=1))
