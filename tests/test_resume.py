@@ -123,3 +123,20 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, one_thread):
     assert _max_diff(_weights(reference), _weights(tmp_path / "killed")) == 0.0
     assert load_checkpoint(last)["epoch"] == 2
     assert not list(last.parent.glob(".*.tmp"))
+
+
+def test_resuming_a_run_with_nothing_left_to_train_still_reports_its_last_validation(tmp_path):
+    """A kill after the last epoch's checkpoint, before its validation ended: the resumed fit trains
+    nothing, and validates the final weights once so ``fit_summary.json`` has its last figures."""
+    import json
+
+    run = fit(_config(tmp_path, "done", *SMALL))
+    before = json.loads((run / "fit_summary.json").read_text())["last"]
+    weights = _weights(run)
+    (run / "fit_summary.json").unlink()
+    fit(_config(tmp_path, "done", *SMALL), resume="last")
+    after = json.loads((run / "fit_summary.json").read_text())["last"]
+    assert _max_diff(weights, _weights(run)) == 0.0  # nothing was trained
+    assert after["metrics"] and after["metrics"].keys() == before["metrics"].keys()
+    for key, value in before["metrics"].items():  # the same weights on the same batches
+        assert after["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -225,10 +225,16 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         finally:
             if previous is None:
                 os.environ.pop(_RUN_NAME_ENV, None)
+        history = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationHistory))
+        if (ckpt is not None and not history.history and config.train.limit_val_batches != 0
+                and trainer.world_size == 1):
+            # resumed from a checkpoint written after the last training epoch but before its validation
+            # ended (a kill there, then `--resume`): nothing was left to train, so validate the final
+            # weights once, for the summary's last validation figures
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:  # one temperature per checkpoint, over the whole validation split (lock held)
             calibration = _write(lambda: calibrate_run(config, run_dir, recipe, module, datamodule,
                                                        build_trainer=build_trainer), run_dir, exact=False)
-            history = next(cb for cb in trainer.callbacks if isinstance(cb, ValidationHistory))
             _write(lambda: write_fit_summary(run_dir, trainer, history, monitor=config.train.monitor,
                                              calibration=calibration), run_dir / "fit_summary.json")
         if module.mixer is not None:
