@@ -49,7 +49,7 @@ def test_fused_true_where_torch_has_no_kernel_says_why_and_auto_falls_back():
     groups = _groups("meta")
     ok, why = fused_supported(groups)
     assert not ok and "'meta'" in why
-    with pytest.raises(ValueError, match=r"optim.fused=true.*'meta'.*optim.fused: auto"):
+    with pytest.raises(ValueError, match=r"optim.fused=true: no fused adamw update here.*'meta'.*optim.fused: auto"):
         build_optimizer(groups, load_config(None, ["optim.fused=true"]).optim)
     assert not build_optimizer(_groups("meta"), load_config(None, []).optim).defaults.get("fused")
 
@@ -57,3 +57,15 @@ def test_fused_true_where_torch_has_no_kernel_says_why_and_auto_falls_back():
 def test_fused_takes_only_booleans_or_auto():
     with pytest.raises(Exception, match="optim.fused"):
         load_config(None, ["optim.fused=sometimes"])
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_auto_keeps_foreach_where_lightning_cannot_clip_a_fused_optimizer(precision):
+    """Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer."""
+    cfg = load_config(None, []).optim
+    assert not build_optimizer(_groups(), cfg, precision=precision, gradient_clipping=True).defaults.get("fused")
+    assert build_optimizer(_groups(), cfg, precision=precision, gradient_clipping=False).defaults["fused"]
+    assert build_optimizer(_groups(), cfg, precision="32-true", gradient_clipping=True).defaults["fused"]
+    with pytest.raises(ValueError, match="refuses gradient clipping with a fused optimizer"):
+        build_optimizer(_groups(), load_config(None, ["optim.fused=true"]).optim, precision=precision,
+                        gradient_clipping=True)

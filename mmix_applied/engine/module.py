@@ -219,7 +219,8 @@ class MixupModule(pl.LightningModule):
         cfg = self.config
         groups = backbone_param_groups(self.model, lr=cfg.optim.lr, backbone_lr_mult=cfg.model.backbone_lr_mult,
                                        weight_decay=cfg.optim.weight_decay, layer_decay=cfg.model.layer_decay)
-        optimizer = build_optimizer(groups, cfg.optim)
+        optimizer = build_optimizer(groups, cfg.optim, precision=self.trainer.precision,
+                                    gradient_clipping=bool(cfg.train.gradient_clip_val))
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs or 1)
         scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=total,

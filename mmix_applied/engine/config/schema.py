@@ -110,8 +110,9 @@ class OptimConfig:
         nesterov: SGD Nesterov momentum.
         fused: torch's fused kernel for the update (one kernel over all parameters): ``auto`` uses it
             where torch has one for the parameters' device (CPU and CUDA; on a CPU 4-10x faster than
-            the default ``foreach`` update, benchmarks/optimizer_step.py), ``true`` requires it,
-            ``false`` keeps torch's default.
+            the default ``foreach`` update, benchmarks/optimizer_step.py) and Lightning accepts it
+            (not with gradient clipping under mixed precision), ``true`` requires it, ``false``
+            keeps torch's default.
     """
 
     name: Literal["adamw", "adam", "sgd"] = "adamw"
