@@ -271,6 +271,8 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
                 status, detail = "not measured", f"skipped: {rec['skipped'].split('. ')[0]} (see its section)"
             else:
                 status, detail = goal.check(goal_rows[name])
+                seeds = sorted({int(r["seed"]) for r in goal_rows[name] if r["variant"] == "none"})
+                detail = f"seeds {', '.join(map(str, seeds)) or 'none'}; {detail}"
                 if name in pooled:
                     picked = ", ".join(f"{k}: `{c['variant']}`" for k, c in choose(pooled[name]).items())
                     detail = f"settings chosen on validation ({picked}); {detail}"
@@ -349,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
                                   quick=args.quick))
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
-    header = _machine(args.profile) + [f"Wall time of this invocation: {time.monotonic() - start:.0f} s."]
+    header = _machine(args.profile) + ([
+        "Assembled from the runs already under the output folder (`--report-only`): nothing was trained by this "
+        "command; each section's `compare` command made its runs."] if args.report_only else
+        [f"Wall time of this invocation: {time.monotonic() - start:.0f} s."])
     if args.quick:
         header.append("**--quick smoke run: tiny models, 1 epoch, 2 batches. These numbers mean nothing.**")
     report = atomic_write_text(out / "results.md", assemble(records, command=command, header=header))
