@@ -51,7 +51,7 @@ from mmix_applied.compare import compare  # noqa: E402
 from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
 from mmix_applied.config import load_config  # noqa: E402
 
-__all__ = ["assemble", "existing_record", "main", "run_regime"]
+__all__ = ["assemble", "main", "run_regime"]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {
@@ -95,8 +95,11 @@ def _rows(out: Path) -> list[dict[str, Any]]:
 
 
 def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
-               deadline: float | None, quick: bool = False) -> dict[str, Any]:
-    """Run one regime (every cell of a map; 2 with ``quick``) unless skipped; returns its record for :func:`assemble`."""
+               deadline: float | None, quick: bool = False, report_only: bool = False) -> dict[str, Any]:
+    """Run one regime (every cell of a map; 2 with ``quick``) unless skipped; returns its record for :func:`assemble`.
+
+    ``report_only``: train nothing; a cell counts as run where its ``results.jsonl`` is on disk.
+    """
     config = REPO / regime.config
     cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
     variants = (regime.quick_variants or regime.variants) if quick else regime.variants
@@ -105,6 +108,8 @@ def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Se
         runs_out = out / regime.name / (cell or "")
         every = [*overrides, *cell_overrides]
         reason = _unavailable(config, every)
+        if reason is None and report_only and not (runs_out / "results.jsonl").is_file():
+            reason = "not run (no results under --out)"
         if reason is None and deadline is not None and time.monotonic() > deadline:
             reason = "not run: the study's time budget (--budget-s) was spent"
         command = _compare_command(regime.config, variants, seeds, runs_out, every)
@@ -112,26 +117,11 @@ def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Se
             print(f"study: {regime.name}{'/' + cell if cell else ''} skipped: {reason}", flush=True)
             record["cells"].append({"cell": cell, "skipped": reason, "command": command, "out": str(runs_out)})
             continue
-        print(f"study: {regime.name}{'/' + cell if cell else ''}: {command}", flush=True)
-        compare(config, variants=variants, seeds=seeds, overrides=every, out_dir=runs_out, command=command,
-                spectrum_point=regime.spectrum_point)
+        if not report_only:
+            print(f"study: {regime.name}{'/' + cell if cell else ''}: {command}", flush=True)
+            compare(config, variants=variants, seeds=seeds, overrides=every, out_dir=runs_out, command=command,
+                    spectrum_point=regime.spectrum_point)
         record["cells"].append({"cell": cell, "skipped": None, "command": command, "out": str(runs_out)})
-    if all(c["skipped"] for c in record["cells"]):
-        record["skipped"] = record["cells"][0]["skipped"]
-    return record
-
-
-def existing_record(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
-                    quick: bool = False) -> dict[str, Any]:
-    """The record :func:`run_regime` would return, from what is on disk (``--report-only``); trains nothing."""
-    cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
-    variants = (regime.quick_variants or regime.variants) if quick else regime.variants
-    record: dict[str, Any] = {"name": regime.name, "skipped": None, "cells": []}
-    for cell, cell_overrides in cells:
-        runs_out = out / regime.name / (cell or "")
-        command = _compare_command(regime.config, variants, seeds, runs_out, [*overrides, *cell_overrides])
-        reason = None if (runs_out / "results.jsonl").is_file() else "not run (no results under --out)"
-        record["cells"].append({"cell": cell, "skipped": reason, "command": command, "out": str(runs_out)})
     if all(c["skipped"] for c in record["cells"]):
         record["skipped"] = record["cells"][0]["skipped"]
     return record
@@ -204,17 +194,11 @@ def _map_section(regime: Regime, record: Mapping[str, Any], baseline_rows: Seque
     return lines
 
 
-def _stat(rows: Sequence[Mapping[str, Any]], variant: str, key: str) -> str:
-    xs = [float(v) for r in rows if r["variant"] == variant
-          for v in [(r.get("val") if key.startswith("val/") else r.get("metrics") or {}).get(key)
-                    if key != "temperature" else r.get("temperature")] if isinstance(v, (int, float))]
-    if not xs:
+def _mean_std(cell: Mapping[str, float] | None) -> str:
+    """``mean ± std`` of a :func:`summarize` cell (the mean alone for one seed, ``–`` when absent)."""
+    if not cell:
         return "–"
-    if len(xs) == 1:
-        return _fmt(xs[0])
-    mean = sum(xs) / len(xs)
-    std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
-    return f"{_fmt(mean)} ± {_fmt(std)}"
+    return _fmt(cell["mean"]) if cell["n"] == 1 else f"{_fmt(cell['mean'])} ± {_fmt(cell['std'])}"
 
 
 def _selection_section(root: Regime, pooled: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -225,6 +209,7 @@ def _selection_section(root: Regime, pooled: Sequence[Mapping[str, Any]]) -> lis
     recipe = pooled[0]["recipe"]
     metric = SELECT[recipe]
     keys = [metric, *KEY_METRICS[recipe]] + (["temperature"] if recipe != "handwriting" else [])
+    stats = summarize(pooled).get(recipe, {})
     paired = paired_differences(pooled, baseline="none").get(recipe, {})
     delta_key = "test/nll_scaled" if recipe != "handwriting" else "test/cer"
     lines = [f"### {title}", "",
@@ -237,7 +222,8 @@ def _selection_section(root: Regime, pooled: Sequence[Mapping[str, Any]]) -> lis
         n = sum(1 for r in pooled if r["variant"] == variant)
         c = paired.get(delta_key, {}).get(variant)
         delta = "" if c is None else f"{_fmt(c['mean'])} ± {_fmt(c['std'])} ({c['better']}/{c['n']})"
-        lines.append(f"| {variant} | {n} | " + " | ".join(_stat(pooled, variant, k) for k in keys) + f" | {delta} |")
+        cells = [_mean_std(stats.get(k, {}).get(variant)) for k in keys]
+        lines.append(f"| {variant} | {n} | " + " | ".join(cells) + f" | {delta} |")
     lines.append("")
     choice = choose(pooled)
     for kind in ("input", "manifold"):
@@ -344,11 +330,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     records = []
     for regime in chosen:
         overrides = regime_overrides(regime, profile=args.profile, quick=args.quick, accelerator=args.accelerator)
-        if args.report_only:
-            records.append(existing_record(regime, out=out, seeds=seeds, overrides=overrides, quick=args.quick))
-            continue
         records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
-                                  quick=args.quick))
+                                  quick=args.quick, report_only=args.report_only))
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
     header = _machine(args.profile) + ([

@@ -150,11 +150,9 @@ def validation_figures(run_dir: str | os.PathLike) -> dict[str, float]:
         last = (json.loads(summary.read_text()).get("last") or {}).get("metrics") or {}
         out.update({k: float(v) for k, v in last.items() if isinstance(v, (int, float))})
     if temps.is_file():
-        info = json.loads(temps.read_text())
-        for key in ("val_nll_scaled",):
-            value = (info.get(key) or {}).get("last.ckpt")
-            if isinstance(value, (int, float)):
-                out[f"val/{key.removeprefix('val_')}"] = float(value)
+        value = (json.loads(temps.read_text()).get("val_nll_scaled") or {}).get("last.ckpt")
+        if isinstance(value, (int, float)):
+            out["val/nll_scaled"] = float(value)
     return out
 
 

@@ -24,8 +24,6 @@ def fused_supported(groups: list[dict[str, Any]]) -> tuple[bool, str]:
             return False, f"a parameter is on {p.device.type!r} (fused kernels: {', '.join(FUSED_DEVICES)})"
         if not p.is_floating_point():
             return False, f"a parameter has dtype {p.dtype} (fused kernels take floating point)"
-    if len({p.device for p in params}) > 1:
-        return False, "the parameters are on more than one device"
     return True, ""
 
 
