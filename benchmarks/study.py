@@ -1,7 +1,8 @@
 """The study behind ``docs/results.md``: every regime of issue #11 through ``compare``, one report.
 
     python benchmarks/study.py [--quick] [--profile cpu|gpu] [--only NAME,...] [--seeds 0,1,2]
-        [--out runs/study] [--budget-s SECONDS] [--accelerator cpu] [--list]
+        [--out runs/study] [--budget-s SECONDS] [--accelerator cpu] [--list] [--variants none,...]
+        [--report-only] [--publish docs/results]
 
 For each regime of :data:`study_regimes.REGIMES` (a name, a config, overrides, variants, seeds)
 it calls :func:`mmix_applied.compare.compare` into ``<out>/<regime>/`` (which resumes finished
@@ -10,6 +11,10 @@ and one section per regime headed by its exact command, with compare's own table
 over seeds, the winner and whether it beats the seed spread, the paired difference to ``none``),
 the paired difference per seed for the key metrics, and the fitted temperatures. A regime whose
 config keys do not exist yet is skipped with the config's error as the reason.
+
+``--publish DIR`` copies each run regime's ``results.jsonl`` and PNGs to ``DIR/<regime>/``: the
+rows are a few kB, so committed there they let ``--report-only --out DIR`` rebuild the report on
+any clone, after the run folders (checkpoints, gigabytes) are gone.
 
 ``--quick`` is a smoke run (tiny models, 1 epoch, 2 batches, 2 seeds; about a minute on a
 2-core CPU): it proves the driver, its numbers mean nothing. ``--profile gpu`` uses the run
@@ -46,12 +51,12 @@ from study_regimes import (  # noqa: E402
     pool,
 )
 
-from mmix_applied._io import atomic_write_text  # noqa: E402
+from mmix_applied._io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from mmix_applied.compare import compare  # noqa: E402
 from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
 from mmix_applied.config import load_config  # noqa: E402
 
-__all__ = ["assemble", "main", "run_regime"]
+__all__ = ["assemble", "main", "publish", "run_regime"]
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {
@@ -95,19 +100,25 @@ def _rows(out: Path) -> list[dict[str, Any]]:
 
 
 def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
-               deadline: float | None, quick: bool = False, report_only: bool = False) -> dict[str, Any]:
+               deadline: float | None, quick: bool = False, report_only: bool = False,
+               only_variants: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one regime (every cell of a map; 2 with ``quick``) unless skipped; returns its record for :func:`assemble`.
 
     ``report_only``: train nothing; a cell counts as run where its ``results.jsonl`` is on disk.
+    ``only_variants``: run only these of the regime's variants (the report still shows every run on disk).
     """
     config = REPO / regime.config
     cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
     variants = (regime.quick_variants or regime.variants) if quick else regime.variants
+    if only_variants is not None:
+        variants = tuple(v for v in variants if v in only_variants)
     record: dict[str, Any] = {"name": regime.name, "skipped": None, "cells": []}
     for cell, cell_overrides in cells:
         runs_out = out / regime.name / (cell or "")
         every = [*overrides, *cell_overrides]
         reason = _unavailable(config, every)
+        if reason is None and not variants:
+            reason = f"none of its variants ({', '.join(regime.variants)}) is in --variants {','.join(only_variants)}"
         if reason is None and report_only and not (runs_out / "results.jsonl").is_file():
             reason = "not run (no results under --out)"
         if reason is None and deadline is not None and time.monotonic() > deadline:
@@ -289,6 +300,24 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
     return "\n".join(lines) + "\n"
 
 
+def publish(records: Sequence[Mapping[str, Any]], dest: Path) -> list[Path]:
+    """Copy each finished cell's ``results.jsonl`` and PNGs to ``dest/<regime>[/<cell>]/``; returns the files written.
+
+    Files are written atomically; a cell's own folder is the target, so ``--report-only --out dest`` finds them.
+    """
+    written = []
+    for rec in records:
+        for cell in rec["cells"]:
+            src = Path(cell["out"])
+            if cell["skipped"] or not (src / "results.jsonl").is_file():
+                continue
+            target = dest / rec["name"] / (cell["cell"] or "")
+            for f in [src / "results.jsonl", *sorted(src.glob("*.png"))]:
+                if f.resolve() != (target / f.name).resolve():
+                    written.append(atomic_write_bytes(target / f.name, f.read_bytes()))
+    return written
+
+
 def _machine(profile: str) -> list[str]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return [f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {device}, "
@@ -309,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--list", action="store_true", help="print the regimes and exit")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write results.md from the runs already under --out")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated: run only these variants of each regime (e.g. none)")
+    parser.add_argument("--publish", default=None, metavar="DIR",
+                        help="copy each regime's results.jsonl and PNGs to DIR/<regime>/ (e.g. docs/results)")
     args = parser.parse_args(argv)
     if args.list:
         for r in REGIMES:
@@ -324,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0, 1] if args.quick else [0, 1, 2])
     except ValueError:
         parser.error(f"--seeds: expected comma-separated integers such as 0,1,2; received {args.seeds!r}")
+    only_variants = None
+    if args.variants:
+        only_variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        known = sorted({v for r in REGIMES for v in r.variants})
+        bad = [v for v in only_variants if v not in known]
+        if bad or not only_variants:
+            parser.error(f"--variants: unknown variant(s) {bad or args.variants!r}; valid: {', '.join(known)}")
     out = Path(args.out or ("runs/study-quick" if args.quick else "runs/study"))
     start = time.monotonic()
     deadline = None if args.budget_s is None else start + args.budget_s
@@ -331,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     for regime in chosen:
         overrides = regime_overrides(regime, profile=args.profile, quick=args.quick, accelerator=args.accelerator)
         records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
-                                  quick=args.quick, report_only=args.report_only))
+                                  quick=args.quick, report_only=args.report_only, only_variants=only_variants))
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
     header = _machine(args.profile) + ([
@@ -342,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         header.append("**--quick smoke run: tiny models, 1 epoch, 2 batches. These numbers mean nothing.**")
     report = atomic_write_text(out / "results.md", assemble(records, command=command, header=header))
     print(f"study: {report}")
+    if args.publish:
+        files = publish(records, Path(args.publish))
+        print(f"study: published {len(files)} file(s) to {args.publish}")
     return report
 
 

@@ -95,6 +95,9 @@ _HW = "configs/handwriting.yaml"
 _GPU_CLS20 = ("model.name=resnet18", "data.batch_size=50", "data.eval_batch_size=1000")
 _GPU_CLS100 = ("model.name=resnet18", "data.batch_size=125", "data.eval_batch_size=1000")
 _LONG_VAL = ("train.check_val_every_n_epoch=5",)
+# 64 labeled canvases of 2-3 MNIST glyphs, 11 classes (10 digits + background); no augmentation.
+_CANVAS = ("data.source=digit_canvas", "data.num_classes=11", "data.num_train=64", "data.flip=false",
+           "data.elastic=false", "data.intensity=false")
 
 REGIMES: tuple[Regime, ...] = (
     Regime("cls20-short", "Classification, 20 labels per class, short regularised run", _CLS,
@@ -148,14 +151,28 @@ REGIMES: tuple[Regime, ...] = (
            ("data.labels_per_class=50", "mix.alpha=0.2", *_LONG_VAL),
            {"cpu": ("train.max_epochs=40",), "gpu": (*_GPU_CLS20, "train.max_epochs=200"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
-           variants=("manifold",), quick=False, baseline="cls50-long", label="a=0.2",
-           note="As cls50-long with alpha 0.2; paired with its `none` runs."),
+           variants=("input", "manifold"), quick=False, baseline="cls50-long", label="a=0.2",
+           note="As cls50-long with alpha 0.2 (input mixup's default, chosen at 100 labels per class); paired with "
+                "its `none` runs."),
     Regime("cls50-long-all", "Classification, 50 labels per class, long run, alpha 0.5, points all", _CLS,
            ("data.labels_per_class=50", "mix.alpha=0.5", "mix.points=all", *_LONG_VAL),
            {"cpu": ("train.max_epochs=40",), "gpu": (*_GPU_CLS20, "train.max_epochs=200"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
            variants=("manifold",), quick=False, baseline="cls50-long", label="a=0.5 all",
            note="As cls50-long with `points: all` (input and all five feature_info stages, layer4 included)."),
+    *(Regime(f"cls50-long-{tag}", f"Classification, 50 labels per class, long run, alpha 0.2, {what}", _CLS,
+             ("data.labels_per_class=50", "mix.alpha=0.2", *extra, *_LONG_VAL),
+             {"cpu": ("train.max_epochs=40",), "gpu": (*_GPU_CLS20, "train.max_epochs=200"),
+              "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
+             variants=("manifold",), quick=False, baseline="cls50-long", label=f"a=0.2 {tag}",
+             note=f"As cls50-long-a0.2 with {what}: one knob of issue #11 §1 at a time; paired with cls50-long's "
+                  "`none` runs.")
+      for tag, what, extra in (
+          ("prob0.5", "mixing on half the steps (`mix.prob: 0.5`)", ("mix.prob=0.5",)),
+          ("off5", "the last 5 of 40 epochs unmixed (`mix.off_last_epochs: 5`)", ("mix.off_last_epochs=5",)),
+          ("clean1", "the RegMixup clean term (`mix.clean_weight: 1.0`: a second, unmixed forward per step)",
+           ("mix.clean_weight=1.0",)),
+      )),
     Regime("cls20-long-map", "Classification, 20 labels per class, long run: alpha x points x prob", _CLS,
            ("data.labels_per_class=20", *_LONG_VAL),
            {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS20, "train.max_epochs=400"),
@@ -169,10 +186,11 @@ REGIMES: tuple[Regime, ...] = (
            {"cpu": ("train.max_epochs=40",), "gpu": ("train.max_epochs=100", "data.batch_size=16"),
             "quick": ("train.max_epochs=1", "data.batch_size=4")}, quick_variants=("none", "manifold")),
     Regime("seg-brain3d", "Segmentation, brain tissue 3D", "configs/segmentation_3d.yaml", (),
-           {"cpu": (), "gpu": ("data.batch_size=4",)}, quick=False),
+           # CPU: 40 epochs (about 3 min a run on one thread, 2026-12-02) where the config's 100 take 8-10.
+           {"cpu": ("train.max_epochs=40", "train.check_val_every_n_epoch=5"), "gpu": ("data.batch_size=4",)},
+           quick=False),
     Regime("seg-digit-canvas", "Segmentation with a generalisation gap: MNIST digits on 64 x 64 canvases", _SEG,
-           ("data.source=digit_canvas", "data.num_classes=11", "data.num_train=64", "data.flip=false",
-            "data.elastic=false", "data.intensity=false"),
+           _CANVAS,
            # 120 epochs of 8 steps: an unmixed U-Net reaches train Dice 0.85 vs test 0.59 (40 epochs: 0.33
            # vs 0.28, underfit); benchmarks/digit_canvas_gap.py, 2026-12-01. The CPU study runs 90 (what
            # 2 cores had time for beside the classification study, 2026-12-02). GPU: 300 x 4 steps.
@@ -181,7 +199,21 @@ REGIMES: tuple[Regime, ...] = (
             "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("none", "manifold"),
            note="64 labeled canvases; train, val and test glyphs from disjoint MNIST images "
                 "(mmix_applied.data.digit_canvas). Needs the recipe's `data.source: digit_canvas` (phase 2)."),
-    Regime("hw-digits", "Handwriting, digit strings, mixing from the first step", _HW, (),
+    Regime("seg-canvas120", "Segmentation with a generalisation gap, 120 epochs, alpha 0.4", _SEG, _CANVAS,
+           {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
+            "gpu": ("train.max_epochs=300", "data.batch_size=16"),
+            "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("none", "manifold"), quick=False,
+           label="a=0.4",
+           note="As seg-digit-canvas for 120 epochs, the length where the unmixed U-Net overfits (train Dice 0.85 "
+                "vs test 0.59, benchmarks/digit_canvas_gap.py): the regime a regulariser is for."),
+    Regime("seg-canvas120-a0.2", "Segmentation with a generalisation gap, 120 epochs, alpha 0.2", _SEG,
+           (*_CANVAS, "mix.alpha=0.2"),
+           {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
+            "gpu": ("train.max_epochs=300", "data.batch_size=16"),
+            "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("manifold",), quick=False,
+           baseline="seg-canvas120", label="a=0.2",
+           note="As seg-canvas120 with alpha 0.2 (the recipe's is 0.4); paired with its `none` runs."),
+    Regime("hw-digits", "Handwriting, digit strings, mixing from the first step", _HW, ("mix.warmup_epochs=0",),
            {"cpu": ("train.max_epochs=4",),
             "gpu": ("data.batch_size=128", "train.max_epochs=40"),
             "quick": ("data.digits.train_lines=64", "data.digits.val_lines=16", "data.digits.test_lines=16",
@@ -193,9 +225,23 @@ REGIMES: tuple[Regime, ...] = (
            {"cpu": ("train.max_epochs=4",),
             "gpu": ("data.batch_size=128", "train.max_epochs=40"),
             "quick": ("data.digits.train_lines=64", "data.digits.val_lines=16", "data.digits.test_lines=16",
-                      "data.batch_size=8")},
+                      "data.batch_size=8", "train.max_epochs=2")},
            variants=("manifold",), baseline="hw-digits", label="warmup=1",
            note="As hw-digits, with no mixing in the first epoch; paired with hw-digits' `none` runs."),
+    *(Regime(f"hw-digits-{tag}", f"Handwriting, digit strings, warm-up 1 epoch, points at {what}", _HW,
+             ("mix.warmup_epochs=1", f"mix.points={points}"),
+             {"cpu": ("train.max_epochs=4",),
+              "gpu": ("data.batch_size=128", "train.max_epochs=40"),
+              "quick": ("data.digits.train_lines=64", "data.digits.val_lines=16", "data.digits.test_lines=16",
+                        "data.batch_size=8", "train.max_epochs=2")},
+             variants=("manifold",), quick=False, baseline="hw-digits", label=f"warmup=1 {tag}",
+             note=f"As hw-digits-warmup with the mix points restricted to {what} (`auto` is both: the input, the "
+                  "four CNN stages and the BiLSTM output); paired with hw-digits' `none` runs.")
+      for tag, what, points in (
+          ("conv", "the input and the CNN stages", "[input,backbone.stage1,backbone.stage2,backbone.stage3,"
+                                                   "backbone.stage4]"),
+          ("rnn", "the recurrent (BiLSTM) output sequence only", "[rnn]"),
+      )),
 )
 
 
@@ -353,6 +399,7 @@ GOALS: tuple[Goal, ...] = (
          f"below no mixing (means over seeds) at equal or better accuracy (within {ACC_TOLERANCE}), and below "
          "input mixup's", ("cls20-long", "cls100-long", "cls50-long"), check_classification),
     Goal("Segmentation with a generalisation gap: mean Dice at least equal to no mixing (within "
-         f"{ACC_TOLERANCE}) with lower temperature-scaled pixel NLL", ("seg-digit-canvas",), check_segmentation),
+         f"{ACC_TOLERANCE}) with lower temperature-scaled pixel NLL", ("seg-digit-canvas", "seg-canvas120"),
+         check_segmentation),
     Goal("Digit strings: CER no worse than no mixing", ("hw-digits",), check_handwriting),
 )

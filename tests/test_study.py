@@ -157,3 +157,49 @@ def test_a_setting_missing_a_seed_is_not_a_candidate():
     rows = _with_val(_cls([0.1] * 3, [0.9] * 3), {"none": [0.3] * 3, "input": [0.2] * 3, "manifold": [0.1] * 3})
     rows = [r for r in rows if not (r["variant"] == "manifold" and r["seed"] == 2)]
     assert "manifold" not in regimes.choose(rows) and regimes.choose(rows)["input"]["variant"] == "input"
+
+
+def test_publish_then_report_only_rebuilds_the_report_from_the_copied_rows(tmp_path):
+    """The rows a study publishes are enough for --report-only to rebuild the same sections elsewhere."""
+    runs = tmp_path / "runs" / "cls20-long"
+    runs.mkdir(parents=True)
+    rows = _cls([0.17, 0.19, 0.18], [0.90, 0.91, 0.89])
+    (runs / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (runs / "classification_reliability.png").write_bytes(b"\x89PNG fake")
+    (runs / "runs").mkdir()  # the run folders (checkpoints) are not copied
+    record = {"name": "cls20-long", "skipped": None,
+              "cells": [{"cell": None, "skipped": None, "command": "cmd", "out": str(runs)}]}
+    dest = tmp_path / "docs" / "results"
+    written = study.publish([record], dest)
+    assert sorted(p.name for p in written) == ["classification_reliability.png", "results.jsonl"]
+    assert (dest / "cls20-long" / "results.jsonl").read_text() == (runs / "results.jsonl").read_text()
+    assert not (dest / "cls20-long" / "runs").exists()
+    report = study.main(["--report-only", "--only", "cls20-long,cls100-long", "--out", str(dest)])
+    text = report.read_text()
+    goal = next(line for line in text.splitlines() if line.startswith("| Overfitting") and "| cls20-long |" in line)
+    assert "**met**" in goal
+    assert "| cls100-long | **not measured** | skipped: not run (no results under --out)" in text
+    assert study.publish([record], dest)  # publishing again overwrites in place
+
+
+def test_variants_filter_runs_only_those_and_rejects_unknown_ones(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "compare", lambda config, **kw: calls.append(kw["variants"]))
+    hw = next(r for r in regimes.REGIMES if r.name == "hw-digits")
+    over = study.regime_overrides(hw, profile="cpu", quick=True, accelerator="cpu")
+    study.run_regime(hw, out=tmp_path, seeds=[0], overrides=over, deadline=None, quick=True, only_variants=["none"])
+    rnn = next(r for r in regimes.REGIMES if r.name == "hw-digits-rnn")
+    record = study.run_regime(rnn, out=tmp_path, seeds=[0], deadline=None, only_variants=["none"],
+                              overrides=study.regime_overrides(rnn, profile="cpu", quick=False, accelerator=None))
+    assert calls == [("none",)]
+    assert "none of its variants (manifold) is in --variants none" in record["skipped"]
+    with pytest.raises(SystemExit):
+        study.main(["--variants", "nonne"])
+    assert "--variants: unknown variant(s) ['nonne']" in capsys.readouterr().err
+
+
+def test_mixing_from_the_first_step_says_so_whatever_the_config_default():
+    """hw-digits is the 'no warm-up' arm: it must set warmup 0 itself (the recipe's default is now 1)."""
+    by = {r.name: r for r in regimes.REGIMES}
+    assert "mix.warmup_epochs=0" in by["hw-digits"].overrides
+    assert all("mix.warmup_epochs=1" in by[n].overrides for n in ("hw-digits-warmup", "hw-digits-conv", "hw-digits-rnn"))
