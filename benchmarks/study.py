@@ -101,11 +101,12 @@ def _rows(out: Path) -> list[dict[str, Any]]:
 
 def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Sequence[str],
                deadline: float | None, quick: bool = False, report_only: bool = False,
-               only_variants: Sequence[str] | None = None) -> dict[str, Any]:
+               only_variants: Sequence[str] | None = None, only_cells: Sequence[str] | None = None) -> dict[str, Any]:
     """Run one regime (every cell of a map; 2 with ``quick``) unless skipped; returns its record for :func:`assemble`.
 
     ``report_only``: train nothing; a cell counts as run where its ``results.jsonl`` is on disk.
     ``only_variants``: run only these of the regime's variants (the report still shows every run on disk).
+    ``only_cells``: of a map, run only these cells (two processes can then share one map's cells).
     """
     config = REPO / regime.config
     cells = grid_cells(regime)[: 2 if quick else None] or [(None, ())]
@@ -117,6 +118,8 @@ def run_regime(regime: Regime, *, out: Path, seeds: Sequence[int], overrides: Se
         runs_out = out / regime.name / (cell or "")
         every = [*overrides, *cell_overrides]
         reason = _unavailable(config, every)
+        if reason is None and cell is not None and only_cells is not None and cell not in only_cells:
+            reason = "not in --cells"
         if reason is None and not variants:
             reason = f"none of its variants ({', '.join(regime.variants)}) is in --variants {','.join(only_variants)}"
         if reason is None and report_only and not (runs_out / "results.jsonl").is_file():
@@ -340,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                         help="train nothing: write results.md from the runs already under --out")
     parser.add_argument("--variants", default=None,
                         help="comma-separated: run only these variants of each regime (e.g. none)")
+    parser.add_argument("--cells", default=None,
+                        help="comma-separated cell names of a map regime to run (default: all; see its section)")
     parser.add_argument("--publish", default=None, metavar="DIR",
                         help="copy each regime's results.jsonl and PNGs to DIR/<regime>/ (e.g. docs/results)")
     args = parser.parse_args(argv)
@@ -364,6 +369,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         bad = [v for v in only_variants if v not in known]
         if bad or not only_variants:
             parser.error(f"--variants: unknown variant(s) {bad or args.variants!r}; valid: {', '.join(known)}")
+    only_cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
+    if only_cells is not None:
+        known_cells = [name for r in chosen for name, _ in grid_cells(r)]
+        bad = [c for c in only_cells if c not in known_cells]
+        if bad or not only_cells:
+            parser.error(f"--cells: unknown cell(s) {bad or args.cells!r} in the selected regimes; valid: "
+                         f"{', '.join(known_cells) or '(no map regime selected: add one with --only)'}")
     out = Path(args.out or ("runs/study-quick" if args.quick else "runs/study"))
     start = time.monotonic()
     deadline = None if args.budget_s is None else start + args.budget_s
@@ -371,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     for regime in chosen:
         overrides = regime_overrides(regime, profile=args.profile, quick=args.quick, accelerator=args.accelerator)
         records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
-                                  quick=args.quick, report_only=args.report_only, only_variants=only_variants))
+                                  quick=args.quick, report_only=args.report_only, only_variants=only_variants,
+                                  only_cells=only_cells))
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
     header = _machine(args.profile) + ([

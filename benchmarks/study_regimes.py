@@ -84,7 +84,7 @@ def grid_cells(regime: Regime) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _label(value: str) -> str:
-    return {"[input,layer1,layer2]": "paper"}.get(value, value)
+    return {"[input,layer1,layer2]": "paper"}.get(value, value)  # a list value as a short folder name
 
 
 _CLS = "configs/classification.yaml"
@@ -178,10 +178,9 @@ REGIMES: tuple[Regime, ...] = (
            {"cpu": ("train.max_epochs=100",), "gpu": (*_GPU_CLS20, "train.max_epochs=400"),
             "quick": ("model.name=test_resnet", "data.labels_per_class=2", "data.batch_size=8")},
            variants=("manifold",), baseline="cls20-long",
-           grid={"mix.alpha": ("0.2", "0.5", "2.0"), "mix.points": ("auto", "[input,layer1,layer2]"),
-                 "mix.prob": ("0.5", "1.0")},
+           grid={"mix.alpha": ("0.2", "0.5", "2.0"), "mix.points": ("auto", "all"), "mix.prob": ("0.5", "1.0")},
            note="Manifold mixup only; each cell is paired per seed with the `none` runs of cls20-long. "
-                "points=paper is {input, layer1, layer2} (the paper's PreActResNet set)."),
+                "points=auto is the paper's {input, layer1, layer2}; all adds act1, layer3 and layer4."),
     Regime("seg-brain2d", "Segmentation, brain tissue 2D (one template brain: a demo, not a benchmark)", _SEG, (),
            {"cpu": ("train.max_epochs=40",), "gpu": ("train.max_epochs=100", "data.batch_size=16"),
             "quick": ("train.max_epochs=1", "data.batch_size=4")}, quick_variants=("none", "manifold")),

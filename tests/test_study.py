@@ -97,7 +97,8 @@ def test_map_cells_and_overrides():
     cells = regimes.grid_cells(next(r for r in regimes.REGIMES if r.grid))
     assert len(cells) == 12 and cells[0] == ("alpha=0.2-points=auto-prob=0.5",
                                              ("mix.alpha=0.2", "mix.points=auto", "mix.prob=0.5"))
-    assert any("points=paper" in name for name, _ in cells)
+    assert any("points=all" in name for name, _ in cells)
+    assert regimes._label("[input,layer1,layer2]") == "paper"  # list values get a folder-safe name
     regime = next(r for r in regimes.REGIMES if r.name == "cls20-long")
     ov = study.regime_overrides(regime, profile="gpu", quick=True, accelerator="cpu")
     # later overrides win: the quick sizes after the profile's, the forced accelerator last
@@ -203,3 +204,18 @@ def test_mixing_from_the_first_step_says_so_whatever_the_config_default():
     by = {r.name: r for r in regimes.REGIMES}
     assert "mix.warmup_epochs=0" in by["hw-digits"].overrides
     assert all("mix.warmup_epochs=1" in by[n].overrides for n in ("hw-digits-warmup", "hw-digits-conv", "hw-digits-rnn"))
+
+
+def test_cells_filter_splits_a_map_between_processes(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(study, "compare", lambda config, **kw: calls.append(kw["out_dir"].name))
+    grid = next(r for r in regimes.REGIMES if r.grid)
+    first, second = (name for name, _ in regimes.grid_cells(grid)[:2])
+    record = study.run_regime(grid, out=tmp_path, seeds=[0], deadline=None, only_cells=[second],
+                              overrides=study.regime_overrides(grid, profile="cpu", quick=False, accelerator=None))
+    assert calls == [second]
+    assert next(c for c in record["cells"] if c["cell"] == first)["skipped"] == "not in --cells"
+    with pytest.raises(SystemExit):
+        study.main(["--only", grid.name, "--cells", "alpha=9", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--cells: unknown cell(s) ['alpha=9']" in err and first in err
