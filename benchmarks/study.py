@@ -258,6 +258,14 @@ def assemble(records: Sequence[Mapping[str, Any]], *, command: str, header: Sequ
                for name, rec in by_name.items()}
     pooled = {root: pool(rows_of, [m for m in members if m.name in by_name])
               for root, members in groups().items() if root in by_name}
+    # A map's cells are candidate settings of its baseline's group, chosen on validation like the others.
+    for name, rec in by_name.items():
+        base = regimes[name].baseline
+        if regimes[name].grid and base in by_name and not regimes[base].grid:
+            cells = [{**r, "variant": f"{r['variant']} {c['cell']}"} for c in rec["cells"] if not c["skipped"]
+                     for r in _rows(Path(c["out"]))]
+            if cells:
+                pooled[base] = (pooled.get(base) or pool(rows_of, [regimes[base]])) + cells
     goal_rows = {**rows_of, **{root: chosen_rows(rows, choose(rows)) for root, rows in pooled.items()}}
     lines = ["# Study results", "", "```", command, "```", "", *header, "",
              "## Goals (issue #11), checked from the numbers below", "", "| goal | regime | status | numbers |",

@@ -219,3 +219,27 @@ def test_cells_filter_splits_a_map_between_processes(tmp_path, capsys, monkeypat
         study.main(["--only", grid.name, "--cells", "alpha=9", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert "--cells: unknown cell(s) ['alpha=9']" in err and first in err
+
+
+def test_map_cells_are_candidates_of_their_baselines_group(tmp_path):
+    """A cls20-long-map cell with the best validation NLL is chosen over cls20-long's own manifold,
+    and the goal is checked on that cell's test figures."""
+    grid = next(r for r in regimes.REGIMES if r.grid)
+    base = _with_val(_cls([0.19] * 3, [0.9] * 3), {"none": [0.3] * 3, "input": [0.29] * 3, "manifold": [0.28] * 3})
+    (tmp_path / "cls20-long").mkdir()
+    (tmp_path / "cls20-long" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in base))
+    good, bad = (name for name, _ in regimes.grid_cells(grid)[:2])
+    cells = []
+    for cell, val, nll in ((good, 0.2, 0.15), (bad, 0.4, 0.10)):  # bad: the best test NLL, the worst validation
+        rows = _with_val([r for r in _cls([nll] * 3, [0.9] * 3) if r["variant"] == "manifold"], {"manifold": [val] * 3})
+        (tmp_path / grid.name / cell).mkdir(parents=True)
+        (tmp_path / grid.name / cell / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cells.append({"cell": cell, "skipped": None, "command": f"cmd {cell}", "out": str(tmp_path / grid.name / cell)})
+    records = [{"name": "cls20-long", "skipped": None, "cells": [{"cell": None, "skipped": None, "command": "cmd",
+                                                                "out": str(tmp_path / "cls20-long")}]},
+               {"name": grid.name, "skipped": None, "cells": cells}]
+    text = study.assemble(records, command="study")
+    assert f"**manifold: `manifold {good}`** chosen (val/nll_scaled 0.2" in text
+    goal = next(line for line in text.splitlines() if line.startswith("| Overfitting") and "| cls20-long |" in line)
+    # the chosen cell's test NLL 0.15 vs none 0.20: 25 % lower, ahead of input (0.2): met
+    assert "**met**" in goal and f"manifold: `manifold {good}`" in goal and "scaled NLL 0.15 vs none 0.2" in goal
