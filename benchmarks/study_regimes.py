@@ -235,6 +235,15 @@ REGIMES: tuple[Regime, ...] = (
                       "data.batch_size=8", "train.max_epochs=2")},
            variants=("manifold",), baseline="hw-digits", label="warmup=1",
            note="As hw-digits, with no mixing in the first epoch; paired with hw-digits' `none` runs."),
+    Regime("hw-lines1k", "Handwriting, 1,000 labeled lines, 20 epochs, warm-up 4 epochs", _HW,
+           ("data.digits.train_lines=1000", "mix.warmup_epochs=4"),
+           {"cpu": ("train.max_epochs=20",),
+            "gpu": ("data.batch_size=32", "train.max_epochs=60"),
+            "quick": ("data.digits.train_lines=64", "data.digits.val_lines=16", "data.digits.test_lines=16",
+                      "data.batch_size=8", "train.max_epochs=5")}, variants=("none", "manifold"), quick=False,
+           note="A small labeled set seen many times: 1,000 lines for 20 epochs (625 steps, against 500 in hw-digits), "
+                "where the unmixed CRNN can overfit. The warm-up is the same 125 unmixed steps as hw-digits-warmup's "
+                "one epoch of 4,000 lines."),
     *(Regime(f"hw-digits-{tag}", f"Handwriting, digit strings, warm-up 1 epoch, points at {what}", _HW,
              ("mix.warmup_epochs=1", f"mix.points={points}"),
              {"cpu": ("train.max_epochs=4",),
