@@ -1,6 +1,7 @@
 """The `make demo` comparison, shortened: two paired seeds, the table, a verdict that follows from the numbers."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,14 @@ def test_demo_compare_end_to_end_short(tmp_path, capsys):
     assert ("beyond the seed spread" in line) == (abs(diffs.mean()) > diffs.std(ddof=1))
     assert (run / "classification_reliability.png").stat().st_size > 5_000
     assert line in (run / "demo.md").read_text()
+    # the runs use the setting the study chose on validation (tasks.demo_compare.REGIME), not the recipe's defaults
+    import yaml
+
+    from mmix_applied.tasks.demo_compare import REGIME
+    mixed = next(r for r in rows if r["variant"] == "manifold")
+    mix = yaml.safe_load((Path(mixed["run_dir"]) / "config.yaml").read_text())["mix"]
+    assert (mix["alpha"], mix["clean_weight"]) == (REGIME["alpha"], REGIME["clean_weight"]) == (0.2, 1.0)
+    assert "with the RegMixup clean term (weight 1.0)" in out
 
 
 def test_table_marks_missing_columns():
