@@ -222,6 +222,20 @@ REGIMES: tuple[Regime, ...] = (
            baseline="seg-canvas120", label="a=0.4 shallow",
            note="As seg-canvas120 with the paper's kind of set for the MONAI U-Net: the input and the first two "
                 "encoder levels (`auto` adds the two deeper ones); paired with seg-canvas120's `none` runs."),
+    *(Regime(f"seg-canvas120-smp{tag}", f"Segmentation with a generalisation gap, 120 epochs, smp Unet (resnet18), {what}",
+             _SEG, (*_CANVAS, "model.family=smp", "model.name=unet",
+                    "model.options={encoder_name: resnet18, encoder_weights: null}", *extra),
+             {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
+              "gpu": ("train.max_epochs=300", "data.batch_size=16"),
+              "quick": ("data.num_train=16", "data.batch_size=4")}, variants=variants, quick=False,
+             baseline=None if not tag else "seg-canvas120-smp", label=f"smp {what}",
+             note=f"As seg-canvas120 with an smp Unet on a randomly initialised resnet18 encoder, {what}. "
+                  "About 6 min a run on one CPU thread (2026-12-02): 9 runs did not fit session 4.")
+      for tag, what, extra, variants in (
+          ("", "points auto", (), ("none", "manifold")),
+          ("-shallow", "points input + encoder layer1, layer2",
+           ("mix.points=[input,encoder.layer1,encoder.layer2]",), ("manifold",)),
+      )),
     Regime("hw-digits", "Handwriting, digit strings, mixing from the first step", _HW, ("mix.warmup_epochs=0",),
            {"cpu": ("train.max_epochs=4",),
             "gpu": ("data.batch_size=128", "train.max_epochs=40"),
