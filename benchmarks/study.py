@@ -2,7 +2,7 @@
 
     python benchmarks/study.py [--quick] [--profile cpu|gpu] [--only NAME,...] [--seeds 0,1,2]
         [--out runs/study] [--budget-s SECONDS] [--accelerator cpu] [--list] [--variants none,...]
-        [--report-only] [--publish docs/results]
+        [--cells CELL,...] [--report-only] [--publish docs/results]
 
 For each regime of :data:`study_regimes.REGIMES` (a name, a config, overrides, variants, seeds)
 it calls :func:`mmix_applied.compare.compare` into ``<out>/<regime>/`` (which resumes finished

@@ -98,6 +98,10 @@ _LONG_VAL = ("train.check_val_every_n_epoch=5",)
 # 64 labeled canvases of 2-3 MNIST glyphs, 11 classes (10 digits + background); no augmentation.
 _CANVAS = ("data.source=digit_canvas", "data.num_classes=11", "data.num_train=64", "data.flip=false",
            "data.elastic=false", "data.intensity=false")
+# The 120-epoch canvas regimes: 8 steps an epoch on the CPU, where the unmixed U-Net overfits.
+_CANVAS120_SIZES = {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
+                    "gpu": ("train.max_epochs=300", "data.batch_size=16"),
+                    "quick": ("data.num_train=16", "data.batch_size=4")}
 
 REGIMES: tuple[Regime, ...] = (
     Regime("cls20-short", "Classification, 20 labels per class, short regularised run", _CLS,
@@ -186,7 +190,7 @@ REGIMES: tuple[Regime, ...] = (
             "quick": ("train.max_epochs=1", "data.batch_size=4")}, quick_variants=("none", "manifold")),
     Regime("seg-brain3d", "Segmentation, brain tissue 3D", "configs/segmentation_3d.yaml", (),
            # An epoch is one step (one training brain, batch 2 x 2 patches): 40 epochs (13 s a run on one
-           # thread) left every variant underfit (Dice 0.46-0.54, T < 1); the CPU study runs 300.
+           # thread) left every variant underfit (validation Dice 0.45-0.57, T < 1); the CPU study runs 300.
            {"cpu": ("train.max_epochs=300", "train.check_val_every_n_epoch=25"),
             "gpu": ("data.batch_size=4", "train.max_epochs=600")},
            quick=False),
@@ -201,33 +205,25 @@ REGIMES: tuple[Regime, ...] = (
            note="64 labeled canvases; train, val and test glyphs from disjoint MNIST images "
                 "(mmix_applied.data.digit_canvas). Needs the recipe's `data.source: digit_canvas` (phase 2)."),
     Regime("seg-canvas120", "Segmentation with a generalisation gap, 120 epochs, alpha 0.4", _SEG, _CANVAS,
-           {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
-            "gpu": ("train.max_epochs=300", "data.batch_size=16"),
-            "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("none", "manifold"), quick=False,
+           _CANVAS120_SIZES, variants=("none", "manifold"), quick=False,
            label="a=0.4",
            note="As seg-digit-canvas for 120 epochs, the length where the unmixed U-Net overfits (train Dice 0.85 "
                 "vs test 0.59, benchmarks/digit_canvas_gap.py): the regime a regulariser is for."),
     Regime("seg-canvas120-a0.2", "Segmentation with a generalisation gap, 120 epochs, alpha 0.2", _SEG,
            (*_CANVAS, "mix.alpha=0.2"),
-           {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
-            "gpu": ("train.max_epochs=300", "data.batch_size=16"),
-            "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("manifold",), quick=False,
+           _CANVAS120_SIZES, variants=("manifold",), quick=False,
            baseline="seg-canvas120", label="a=0.2",
            note="As seg-canvas120 with alpha 0.2 (the recipe's is 0.4); paired with its `none` runs."),
     Regime("seg-canvas120-shallow", "Segmentation with a generalisation gap, 120 epochs, alpha 0.4, shallow points",
            _SEG, (*_CANVAS, "mix.points=[input,model.0,model.1.submodule.0]"),
-           {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
-            "gpu": ("train.max_epochs=300", "data.batch_size=16"),
-            "quick": ("data.num_train=16", "data.batch_size=4")}, variants=("manifold",), quick=False,
+           _CANVAS120_SIZES, variants=("manifold",), quick=False,
            baseline="seg-canvas120", label="a=0.4 shallow",
            note="As seg-canvas120 with the paper's kind of set for the MONAI U-Net: the input and the first two "
                 "encoder levels (`auto` adds the two deeper ones); paired with seg-canvas120's `none` runs."),
     *(Regime(f"seg-canvas120-smp{tag}", f"Segmentation with a generalisation gap, 120 epochs, smp Unet (resnet18), {what}",
              _SEG, (*_CANVAS, "model.family=smp", "model.name=unet",
                     "model.options={encoder_name: resnet18, encoder_weights: null}", *extra),
-             {"cpu": ("train.max_epochs=120", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
-              "gpu": ("train.max_epochs=300", "data.batch_size=16"),
-              "quick": ("data.num_train=16", "data.batch_size=4")}, variants=variants, quick=False,
+             _CANVAS120_SIZES, variants=variants, quick=False,
              baseline=None if not tag else "seg-canvas120-smp", label=f"smp {what}",
              note=f"As seg-canvas120 with an smp Unet on a randomly initialised resnet18 encoder, {what}. "
                   "About 6 min a run on one CPU thread (2026-12-02): 9 runs did not fit session 4.")
