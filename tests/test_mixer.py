@@ -52,7 +52,9 @@ def test_smp_unet_mixes_every_skip_before_the_cut():
         with mixer.apply(MixPlan(point, LAM, perm)):
             got = u(x)
         want = smp_unet_reference(u, x, point, LAM, perm)
-        assert _max_diff(got, want) < 1e-5, point
+        # float32 through ~20 convolutions: the CPU's kernels differ (2.2e-5 at outputs near 1.6 on an
+        # AVX2 EPYC, under 1e-5 on earlier machines); a wrong mix (the test below) differs by > 1e-3
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=lambda m: f"{point}: {m}")
 
 
 def test_smp_unet_hook_only_on_stage_would_differ():
