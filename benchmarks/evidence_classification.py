@@ -60,7 +60,7 @@ def scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 def run_variant(variant: str, *, epochs: int, labels: int, seed: int, model: str, out: Path) -> dict[str, float]:
     from mmix_applied.config import load_config
     from mmix_applied.engine import runner
-    from mmix_applied.engine.io import load_checkpoint
+    from mmix_applied.engine.checkpoints import load_checkpoint
 
     name = f"{variant}-lpc{labels}-e{epochs}-s{seed}-{model}"
     cfg = load_config(VARIANTS[variant], [f"train.max_epochs={epochs}", f"data.labels_per_class={labels}",

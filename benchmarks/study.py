@@ -51,10 +51,10 @@ from study_regimes import (  # noqa: E402
     pool,
 )
 
-from mmix_applied._io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from mmix_applied.compare import compare  # noqa: E402
-from mmix_applied.compare_report import paired_differences, render_report, summarize  # noqa: E402
 from mmix_applied.config import load_config  # noqa: E402
+from mmix_applied.reports.comparison import paired_differences, render_report, summarize  # noqa: E402
+from mmix_applied.utils.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 __all__ = ["assemble", "main", "publish", "run_regime"]
 

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mmix_applied.compare_report import summarize
+from mmix_applied.reports.comparison import summarize
 
 __all__ = ["ACC_TOLERANCE", "GOALS", "Goal", "KEY_METRICS", "REGIMES", "Regime", "SELECT", "choose", "chosen_rows",
            "grid_cells", "groups", "pool"]
@@ -309,7 +309,7 @@ def choose(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     seeds would be compared on other data subsets). Returns ``{kind: {"variant", "metric", "mean",
     "candidates": {variant: mean}}}``; a kind with no complete setting is absent.
     """
-    from mmix_applied.compare_report import metric_direction
+    from mmix_applied.reports.comparison import metric_direction
 
     if not rows:
         return {}

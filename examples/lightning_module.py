@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from mmix_applied import ManifoldMixup
 from mmix_applied.adapters import Classification
-from mmix_applied.engine.sampling import SeededRandomSampler
+from mmix_applied.data.sampling import SeededRandomSampler
 from mmix_applied.lightning import MixerCheckpoint
 
 

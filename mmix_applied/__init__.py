@@ -15,13 +15,16 @@ import os as _os
 # import anywhere in the package can happen before it (it stops albumentations' update check).
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from . import adapters  # noqa: E402
-from ._version import __version__  # noqa: E402
-from .functional import box_mask, mix, mix_value  # noqa: E402
-from .mixer import ManifoldMixup  # noqa: E402
-from .models import create_model, list_models  # noqa: E402  (registers the point resolvers)
-from .plan import MixPlan  # noqa: E402
-from .points import default_points, register_point_resolver  # noqa: E402
+from mmix_applied import adapters  # noqa: E402
+from mmix_applied._version import __version__  # noqa: E402
+from mmix_applied.core.functional import box_mask, mix, mix_value  # noqa: E402
+from mmix_applied.core.mixer import ManifoldMixup  # noqa: E402
+from mmix_applied.core.plan import MixPlan  # noqa: E402
+from mmix_applied.core.points import default_points, register_point_resolver  # noqa: E402
+from mmix_applied.models import create_model, list_models  # noqa: E402  (registers the point resolvers)
+from mmix_applied.utils import moved as _moved  # noqa: E402
+
+_moved.install()  # old import paths (mmix_applied.mixer, mmix_applied.calibration, ...) keep working
 
 __all__ = [
     "ManifoldMixup",

@@ -7,13 +7,13 @@ data subset, initialisation and data order), tests the last checkpoint, and writ
 ``out_dir``::
 
     runs/<variant>-seed<k>/   each run's directory (config, checkpoints, logs, test_metrics.json)
-    results.jsonl             one row per run (see mmix_applied.compare_report)
+    results.jsonl             one row per run (see mmix_applied.reports.comparison)
     report.md                 tables, verdicts, paired differences, plots
     *.png                     validation curves, reliability diagrams, metric bars, spectra
 
 It resumes: a run whose directory holds ``test_metrics.json`` is not trained or tested again; a
 run killed mid-training continues from its ``last.ckpt``. The statistics and plots are the pure
-functions of :mod:`mmix_applied.compare_report`.
+functions of :mod:`mmix_applied.reports.comparison`.
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ from typing import Any
 
 import torch
 
-from mmix_applied._io import atomic_write_text
-from mmix_applied.compare_report import (
-    plot_metric_bars,
-    plot_reliability,
-    plot_validation_curves,
-    render_report,
-)
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict, test
 from mmix_applied.engine.config import load_config
 from mmix_applied.metrics import ExpectedCalibrationError
-from mmix_applied.spectrum import ClassSpectra, class_spectra, collect_states, plot_spectra
+from mmix_applied.metrics.spectrum import ClassSpectra, class_spectra, collect_states
+from mmix_applied.reports.comparison import render_report
+from mmix_applied.reports.figures import plot_metric_bars, plot_reliability, plot_spectra, plot_validation_curves
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "read_predictions", "reliability_bins", "run_name",
            "validation_figures"]

@@ -20,7 +20,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from .routing import attached_mixer
+from mmix_applied.core.attachment import attached_mixer
 
 __all__ = ["MixerCheckpoint", "mixers_of"]
 

@@ -19,7 +19,6 @@ import torch
 from torchmetrics import MetricCollection
 
 from mmix_applied.adapters import Classification
-from mmix_applied.calibration import AdaptiveCalibrationError, TemperatureScaler
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.images import (
     ArrayImageDataset,
@@ -31,12 +30,13 @@ from mmix_applied.data.images import (
     subsample_per_class,
 )
 from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
+from mmix_applied.data.ood import photo_patches, uci_digits
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
-from mmix_applied.ood import photo_patches, uci_digits
-from mmix_applied.plots import reliability_diagram
+from mmix_applied.metrics.temperature import AdaptiveCalibrationError, TemperatureScaler
+from mmix_applied.reports.figures import reliability_diagram
 
 __all__ = ["ClassificationData", "ClassificationOptions", "ClassificationRecipe"]
 

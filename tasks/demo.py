@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmix_applied._io import atomic_write_bytes, atomic_write_text
+from mmix_applied.utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["DISCLAIMER", "demo_config", "main", "segmentation_main"]
 

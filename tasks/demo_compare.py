@@ -6,7 +6,7 @@ the study's ``cls50-long`` regime with the mixing setting chosen there on valida
 docs/results.md gives the three-seed figures). Every variant trains with the same seeds (same labeled subset,
 initialisation and data order), is tested unmixed, and the demo prints one table (accuracy, NLL and
 ECE raw and temperature-scaled, the fitted temperatures, mean ± std over seeds) and two verdicts
-computed from the paired per-seed differences (:func:`mmix_applied.compare_report.verdict_line`): on
+computed from the paired per-seed differences (:func:`mmix_applied.reports.comparison.verdict_line`): on
 temperature-scaled test NLL and on test accuracy. It writes compare's report and PNGs (reliability
 diagrams, validation curves).
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmix_applied._io import atomic_write_text
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["REGIME", "accuracy_verdict", "demo_overrides", "main", "table", "verdict"]
 
@@ -73,7 +73,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def verdict(rows: list[dict[str, Any]], *, variant: str = "manifold") -> str:
     """The verdict on scaled test NLL, or on raw NLL (said so) where the runs report no temperature."""
-    from mmix_applied.compare_report import verdict_line
+    from mmix_applied.reports.comparison import verdict_line
 
     if all("test/nll_scaled" in (r.get("metrics") or {}) for r in rows):
         return verdict_line(rows, metric="test/nll_scaled", variant=variant, label="temperature-scaled test NLL")
@@ -83,7 +83,7 @@ def verdict(rows: list[dict[str, Any]], *, variant: str = "manifold") -> str:
 
 def accuracy_verdict(rows: list[dict[str, Any]], variant: str = "manifold") -> str:
     """The verdict on test accuracy (mixing can win it while losing NLL, or the other way round)."""
-    from mmix_applied.compare_report import verdict_line
+    from mmix_applied.reports.comparison import verdict_line
 
     return verdict_line(rows, metric="test/acc", variant=variant, label="test accuracy")
 

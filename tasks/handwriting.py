@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from mmix_applied.adapters import CTC
 from mmix_applied.adapters.lines import LineCTC, LineTargets, ctc_feasible
+from mmix_applied.data.charset import Charset
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.digit_strings import DIGITS, DigitStrings
 from mmix_applied.data.text_lines import (
@@ -40,7 +41,6 @@ from mmix_applied.data.text_lines import (
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
-from mmix_applied.text import Charset
 
 __all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe"]
 

@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 from mmix_applied.adapters import Segmentation
-from mmix_applied.calibration import TemperatureScaler
 from mmix_applied.data.brain import TISSUE_CLASSES
 from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
 from mmix_applied.metrics import SegmentationMetrics
+from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
 from mmix_applied.tasks.segmentation_data import SegmentationDatasets
 

@@ -222,7 +222,7 @@ def _hw_recipe(*overrides):
 
 
 def test_transcription_with_characters_outside_the_charset(tmp_path):
-    from mmix_applied.text import UnknownCharacterError
+    from mmix_applied.data.charset import UnknownCharacterError
 
     _line(tmp_path / "a.png")
     tsv = tmp_path / "train.tsv"

@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax as np_log_softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from mmix_applied.calibration import (
+from mmix_applied.metrics.temperature import (
     AdaptiveCalibrationError,
     CalibrationWarning,
     TemperatureScaler,
@@ -191,7 +191,7 @@ def test_adaptive_ece_equals_torchmetrics_where_the_bins_coincide():
 
 
 def test_scaler_nll_is_the_mean_nll_of_what_it_kept():
-    from mmix_applied.calibration import TemperatureScaler, scaled_nll
+    from mmix_applied.metrics.temperature import TemperatureScaler, scaled_nll
 
     torch.manual_seed(0)
     z, y = torch.randn(300, 5) * 3, torch.randint(0, 5, (300,))

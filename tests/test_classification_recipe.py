@@ -19,8 +19,8 @@ from mmix_applied.data.images import (
     subsample_per_class,
 )
 from mmix_applied.data.mnist import load_mnist, mnist_splits
+from mmix_applied.data.sampling import SeededRandomSampler, make_loader
 from mmix_applied.engine.recipe import RECIPES, DataConfig, Recipe, get_recipe, list_recipes, register_recipe
-from mmix_applied.engine.sampling import SeededRandomSampler, make_loader
 from mmix_applied.tasks.classification import ClassificationRecipe
 
 

@@ -13,18 +13,16 @@ import torch
 from mmix_applied import compare as compare_module
 from mmix_applied.cli import main
 from mmix_applied.compare import compare, read_predictions, reliability_bins
-from mmix_applied.compare_report import (
+from mmix_applied.metrics import ExpectedCalibrationError
+from mmix_applied.reports.comparison import (
     metric_direction,
     metric_order,
     paired_differences,
-    plot_metric_bars,
-    plot_reliability,
-    plot_validation_curves,
     render_report,
     summarize,
     verdicts,
 )
-from mmix_applied.metrics import ExpectedCalibrationError
+from mmix_applied.reports.figures import plot_metric_bars, plot_reliability, plot_validation_curves
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
 NLL = {"none": [0.40, 0.35, 0.45], "manifold": [0.30, 0.26, 0.33]}  # manifold clearly lower

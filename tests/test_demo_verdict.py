@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmix_applied.compare_report import verdict_line
+from mmix_applied.reports.comparison import verdict_line
 
 
 def _rows(none, manifold, metric="test/nll_scaled"):

@@ -65,7 +65,7 @@ def test_site_builds_strict_with_the_api_reference(tmp_path):
         assert f'id="{anchor}"' in models, anchor
     assert "the model as" in models and "prints it" in models  # create_model's docstring, rendered
     mixer = (tmp_path / "site" / "api" / "mixer" / "index.html").read_text(encoding="utf-8")
-    assert 'id="mmix_applied.mixer.ManifoldMixup.sample"' in mixer
+    assert 'id="mmix_applied.core.mixer.ManifoldMixup.sample"' in mixer
 
 
 @needs_mkdocs

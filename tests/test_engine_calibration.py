@@ -16,13 +16,14 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from mmix_applied.calibration import fit_temperature, scaled_nll
 from mmix_applied.cli import main
 from mmix_applied.compare import validation_figures
 from mmix_applied.config import load_config
+from mmix_applied.data.ood import photo_patches
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict
 from mmix_applied.engine import test as run_test
-from mmix_applied.ood import ood_metrics, photo_patches
+from mmix_applied.metrics.ood import ood_metrics
+from mmix_applied.metrics.temperature import fit_temperature, scaled_nll
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
 # the embedded splits are sorted by class: validation and test run whole (500 and 1000 digits, 28 x 28)

@@ -113,7 +113,7 @@ def test_bad_targets_raise_clear_errors(scores):
 
 
 def test_reliability_bins_and_diagram(tmp_path, scores):
-    from mmix_applied.plots import reliability_diagram
+    from mmix_applied.reports.figures import reliability_diagram
 
     logits, target = scores
     m = ExpectedCalibrationError(n_bins=10)

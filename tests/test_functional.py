@@ -16,7 +16,7 @@ import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from mmix_applied import functional
-from mmix_applied.functional import mix
+from mmix_applied.core.functional import mix
 
 
 @pytest.fixture(params=["per_sample_pass", "vectorised"])

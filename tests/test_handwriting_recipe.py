@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from mmix_applied.adapters.lines import LineTargets, ctc_feasible
 from mmix_applied.config import load_config
-from mmix_applied.plan import MixPlan
+from mmix_applied.core.plan import MixPlan
+from mmix_applied.data.charset import UnknownCharacterError
 from mmix_applied.tasks.handwriting import HandwritingRecipe
-from mmix_applied.text import UnknownCharacterError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["model.options={hidden_size: 8, cnn_widths: [4, 8, 8, 8]}", "data.batch_size=4"]

@@ -7,7 +7,7 @@ import timm
 import torch
 from monai.networks.nets import UNet
 
-import mmix_applied.functional as functional
+import mmix_applied.core.functional as functional
 from mmix_applied import ManifoldMixup, MixPlan
 from mmix_applied.engine.performance import convert_memory_format
 

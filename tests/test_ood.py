@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mmix_applied.ood import ood_metrics, ood_scores, photo_patches, uci_digits
+from mmix_applied.data.ood import photo_patches, uci_digits
+from mmix_applied.metrics.ood import ood_metrics, ood_scores
 
 
 def _sklearn_fpr(pos, neg, tpr=0.95):

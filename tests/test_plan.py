@@ -5,7 +5,7 @@ import torch
 from scipy import stats
 
 from mmix_applied import MixPlan, box_mask
-from mmix_applied.plan import sample_beta, sample_box
+from mmix_applied.core.plan import sample_beta, sample_box
 
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])

@@ -17,9 +17,8 @@ from _bad_input_helpers import no_network, says, snapshot  # noqa: F401  (autous
 from mmix_applied.cli import main
 from mmix_applied.config import load_config
 from mmix_applied.engine import fit, load_checkpoint
-from mmix_applied.engine.checkpoints import read_run_checkpoint
+from mmix_applied.engine.checkpoints import AtomicCheckpointIO, CheckpointError, read_run_checkpoint
 from mmix_applied.engine.guards import NonFiniteWeightsError, first_nonfinite
-from mmix_applied.engine.io import AtomicCheckpointIO, CheckpointError
 from mmix_applied.engine.rundir import RunLock, RunLockedError, RunWriteError, prediction_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +290,7 @@ def test_torch_writer_error_is_reported_with_the_path_and_free_space(tmp_path, m
 
 
 def _read_only(monkeypatch):
-    import mmix_applied._io as io
+    import mmix_applied.utils.atomic as io
 
     def refuse(*args, dir=None, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(dir))

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmix_applied.spectrum import class_spectra, collect_states, directions_for, plot_spectra
+from mmix_applied.metrics.spectrum import class_spectra, collect_states, directions_for
+from mmix_applied.reports.figures import plot_spectra
 
 
 def _class_states(sigmas, n, d, seed):
@@ -75,7 +76,7 @@ def test_plot_overlays_runs_without_lightning(tmp_path):
 
 @pytest.mark.slow
 def test_pure_modules_do_not_import_lightning():
-    code = ("import sys, mmix_applied.spectrum, mmix_applied.calibration, mmix_applied.ood; "
+    code = ("import sys, mmix_applied.metrics.spectrum, mmix_applied.metrics.temperature, mmix_applied.metrics.ood; "
             "sys.exit(2 if 'lightning' in sys.modules or 'lightning.pytorch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmix_applied.text import Charset, UnknownCharacterError, ctc_greedy_decode
+from mmix_applied.data.charset import Charset, UnknownCharacterError, ctc_greedy_decode
 
 
 def test_charset_from_texts_and_roundtrip():

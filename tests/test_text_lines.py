@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmix_applied.data.charset import Charset, UnknownCharacterError
 from mmix_applied.data.text_lines import (
     LineAugment,
     LineCollate,
@@ -19,7 +20,6 @@ from mmix_applied.data.text_lines import (
     read_iam_lines,
     read_tsv,
 )
-from mmix_applied.text import Charset, UnknownCharacterError
 
 IAM_LINES = """\
 #--- lines.txt ---------------------------------------------------------------#

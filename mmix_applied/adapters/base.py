@@ -1,7 +1,7 @@
 """What every task adapter shares: validation helpers and the mixed-target contract.
 
 An adapter says how targets (or, where targets cannot be interpolated, losses) mix for one
-output type, reading the same :class:`~mmix_applied.plan.MixPlan` the model mixed with. With
+output type, reading the same :class:`~mmix_applied.core.plan.MixPlan` the model mixed with. With
 ``plan=None`` every adapter computes the ordinary, unmixed loss.
 
 Adapters
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..functional import mix
-from ..plan import MixPlan
+from mmix_applied.core.functional import mix
+from mmix_applied.core.plan import MixPlan
 
 __all__ = ["Adapter", "TaskAdapter", "box_for", "check_batch", "check_tensor", "checking_values", "mix_dense",
            "mix_batch", "plain"]

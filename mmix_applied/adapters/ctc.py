@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..plan import MixPlan
+from mmix_applied.core.plan import MixPlan
+
 from .base import Adapter, check_tensor, checking_values
 
 __all__ = ["CTC", "ctc_per_sample"]

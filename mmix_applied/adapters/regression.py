@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..plan import MixPlan
+from mmix_applied.core.plan import MixPlan
+
 from .base import Adapter, check_batch, check_tensor, checking_values, mix_batch, mix_dense
 
 __all__ = ["Regression", "LOSSES"]

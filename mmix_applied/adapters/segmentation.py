@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..functional import box_mask
-from ..plan import MixPlan
+from mmix_applied.core.functional import box_mask
+from mmix_applied.core.plan import MixPlan
+
 from .base import Adapter, box_for, check_batch, check_tensor, checking_values, mix_dense
 from .dice import soft_dice_loss
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmix_applied.text import Charset, UnknownCharacterError
+from mmix_applied.data.charset import Charset, UnknownCharacterError
 
 __all__ = ["IAM_STATUSES", "LineRecord", "check_charset", "read_iam_lines", "read_tsv"]
 
@@ -164,7 +164,7 @@ def check_charset(
 
     Args:
         records: The records to check.
-        charset: A :class:`~mmix_applied.text.Charset` or its characters.
+        charset: A :class:`~mmix_applied.data.charset.Charset` or its characters.
         on_unknown: ``"error"`` raises, ``"drop"`` removes the offending records.
 
     Returns:

@@ -7,13 +7,13 @@ every recipe uses (:mod:`.datamodule`) and the prediction writer (:mod:`.predict
 Importing this package imports Lightning; the mixing core does not.
 """
 
+from mmix_applied.data.sampling import SeededRandomSampler, make_loader
+from mmix_applied.engine.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from mmix_applied.engine.datamodule import DataModule
-from mmix_applied.engine.io import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from mmix_applied.engine.module import MixupModule, NonFiniteLossError, build_mixer
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import RECIPES, DataConfig, NoOptions, Recipe, get_recipe, list_recipes, register_recipe
 from mmix_applied.engine.runner import build_trainer, fit, predict, resolve_checkpoint, test
-from mmix_applied.engine.sampling import SeededRandomSampler, make_loader
 
 __all__ = [
     "RECIPES",

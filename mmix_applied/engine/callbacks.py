@@ -8,8 +8,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from mmix_applied._io import atomic_write_text
 from mmix_applied.engine.modelzoo import set_backbone_trainable
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["BackboneFreeze", "EpochToDataset", "RankSummary"]
 

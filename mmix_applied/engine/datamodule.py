@@ -1,7 +1,7 @@
 """The one data module every recipe uses: seeded, resumable training order; eval batch size; workers.
 
 A recipe hands it its data sets (or builders of them, called on first use) and, when batches
-need one, a collate function; the loaders come from :func:`mmix_applied.engine.sampling.make_loader`,
+need one, a collate function; the loaders come from :func:`mmix_applied.data.sampling.make_loader`,
 so the training order of epoch ``e`` is a function of ``(seed, e)`` and a resumed run sees the
 batches an uninterrupted one would.
 """
@@ -15,8 +15,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
+from mmix_applied.data.sampling import make_loader
 from mmix_applied.engine.performance import EpochSyncedDataset, worker_init
-from mmix_applied.engine.sampling import make_loader
 
 __all__ = ["DataModule"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from mmix_applied.engine.errors import ConfigTypeError
+from mmix_applied.errors import ConfigTypeError
 from mmix_applied.models import create_model, param_groups, set_backbone_trainable
 
 __all__ = ["backbone_param_groups", "build_model", "set_backbone_trainable"]

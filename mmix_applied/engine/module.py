@@ -14,13 +14,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from mmix_applied.engine.calibrate import ood_figures
+from mmix_applied.core.mixer import ManifoldMixup
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.modelzoo import backbone_param_groups
 from mmix_applied.engine.optim import build_optimizer, build_scheduler
 from mmix_applied.engine.performance import compile_model, convert_memory_format, resolve_speed_options
-from mmix_applied.mixer import ManifoldMixup
-from mmix_applied.ood import ood_scores
+from mmix_applied.engine.posthoc import ood_figures
+from mmix_applied.metrics.ood import ood_scores
 
 __all__ = ["MixupModule", "NonFiniteLossError", "build_mixer", "mixing_epoch"]
 
@@ -70,7 +70,7 @@ class MixupModule(pl.LightningModule):
             compile_model(self.model, mode=config.train.compile_mode, backend=config.train.compile_backend)
         self.skipped_steps = 0
         self.mixed_steps = 0
-        # calibration (mmix_applied.engine.calibrate): the fitted temperature restored from the checkpoint,
+        # calibration (mmix_applied.engine.posthoc): the fitted temperature restored from the checkpoint,
         # the scaler a calibration pass fills, and test metrics of logits / T (None: the recipe has none)
         self.temperature: float | None = None
         self.__dict__["scaler"] = None

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmix_applied._io import atomic_write_text
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["write_table"]
 

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from mmix_applied._hints import did_you_mean
 from mmix_applied.engine.modelzoo import build_model
+from mmix_applied.utils.hints import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import lightning.pytorch as pl
@@ -183,7 +183,7 @@ class Recipe:
     temperature: float | None = None
 
     def calibration_scaler(self) -> Any:
-        """A fresh :class:`mmix_applied.calibration.TemperatureScaler` for this recipe's logits, or ``None``.
+        """A fresh :class:`mmix_applied.metrics.temperature.TemperatureScaler` for this recipe's logits, or ``None``.
 
         The engine feeds it the unmixed validation outputs through :meth:`update_metrics` after
         ``fit`` and stores the fitted temperature in every checkpoint. ``None`` (the default)

@@ -26,18 +26,22 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from mmix_applied._io import atomic_write_text
-from mmix_applied.engine.calibrate import calibrate_run
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
-from mmix_applied.engine.checkpoints import check_resume_config, check_state_shapes, read_run_checkpoint
+from mmix_applied.engine.checkpoints import (
+    AtomicCheckpointIO,
+    check_resume_config,
+    check_state_shapes,
+    read_run_checkpoint,
+)
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
 from mmix_applied.engine.guards import FiniteWeightsGuard
-from mmix_applied.engine.io import AtomicCheckpointIO
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
+from mmix_applied.engine.posthoc import calibrate_run
 from mmix_applied.engine.recipe import get_recipe
 from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
 from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from mmix_applied._io import atomic_write_text
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["FIT_SUMMARY_FILE", "ValidationHistory", "format_fit_summary", "format_test_table", "write_fit_summary"]
 

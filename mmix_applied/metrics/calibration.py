@@ -191,7 +191,7 @@ class ExpectedCalibrationError(_ScoreMetric):
     """Expected calibration error over ``n_bins`` equal-width bins (lower is better).
 
     Keeps per-bin sums only; :meth:`bins` returns them for a reliability diagram
-    (:func:`mmix_applied.plots.reliability_diagram`).
+    (:func:`mmix_applied.reports.figures.reliability_diagram`).
     """
 
     higher_is_better = False

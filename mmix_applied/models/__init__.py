@@ -127,6 +127,6 @@ def create_model(
 
 def default_points(model: nn.Module, *, which: str = "auto") -> list[str]:
     """The points ``ManifoldMixup(model, points=which)`` uses (``auto`` or ``all``): ``"input"`` then module names."""
-    from mmix_applied.points import default_points as resolve
+    from mmix_applied.core.points import default_points as resolve
 
     return resolve(model, which=which)  # type: ignore[arg-type]

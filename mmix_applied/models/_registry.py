@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from mmix_applied._hints import close_matches as _close_matches
+from mmix_applied.utils.hints import close_matches as _close_matches
 
 __all__ = [
     "ModelFamily",

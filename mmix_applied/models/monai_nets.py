@@ -15,7 +15,7 @@ Default points are the encoder levels of each network, read from the network's s
   ``bottleneck``).
 * ``SwinUNETR``: the Swin encoder stages ``swinViT.patch_embed`` and ``swinViT.layersK.0``.
 
-Importing this module registers :func:`monai_points` with :mod:`mmix_applied.points`; it answers
+Importing this module registers :func:`monai_points` with :mod:`mmix_applied.core.points`; it answers
 None for models that are not one of these networks (without importing MONAI). Whatever a
 network saves for later (U-Net skips, the raw input that SwinUNETR's ``encoder1`` reads) is
 mixed at the cut by the core, which computes the live set of the traced graph.
@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from mmix_applied.points import register_point_resolver
+from mmix_applied.core.points import register_point_resolver
 
 from ._registry import close_matches
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmix_applied.points import INPUT, PointSets, default_points
+from mmix_applied.core.points import INPUT, PointSets, default_points
 
 __all__ = ["SlidingWindowNet", "backbone_names"]
 

@@ -4,7 +4,7 @@
 ``smp.create_model`` with ``encoder_weights=None`` (weights come from local files only) and
 ``classes=num_classes``. Every smp encoder works, including ``tu-`` timm encoders. Default mix
 points (input + encoder stages, skip-consistent) come from smp's encoder contract
-(:func:`smp_points`, registered with :mod:`mmix_applied.points`); the core mixes every encoder
+(:func:`smp_points`, registered with :mod:`mmix_applied.core.points`); the core mixes every encoder
 feature computed before the cut that the decoder reads.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmix_applied.points import register_point_resolver
+from mmix_applied.core.points import register_point_resolver
 
 from ._registry import close_matches
 from .timm_models import timm_points

@@ -3,7 +3,7 @@
 The builder is ``timm.create_model`` with ``pretrained=False`` always (local weights are loaded by
 :func:`mmix_applied.models.weights.load_weights`). Options such as ``drop_rate``,
 ``drop_path_rate`` and ``img_size`` pass straight through. Default mix points are what the
-model's own ``feature_info`` lists (:func:`timm_points`, registered with :mod:`mmix_applied.points`).
+model's own ``feature_info`` lists (:func:`timm_points`, registered with :mod:`mmix_applied.core.points`).
 
 Fine-tuning on small labeled sets (Verma et al. 2019 mix hidden states of pretrained networks as
 well): :func:`set_backbone_trainable` freezes the backbone for the first epochs, and
@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from mmix_applied.points import PointSets, register_point_resolver
+from mmix_applied.core.points import PointSets, register_point_resolver
 
 from ._registry import close_matches
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from mmix_applied._io import atomic_write_text
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigTypeError, config_to_dict
 from mmix_applied.engine.config.validate import parse_config
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml", "save_config"]
 

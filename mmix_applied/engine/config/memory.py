@@ -15,7 +15,7 @@ import math
 import os
 from typing import Any
 
-from mmix_applied.engine.errors import ConfigError
+from mmix_applied.errors import ConfigError
 
 __all__ = ["ACTIVATION_FACTOR", "check_memory", "machine_memory_bytes", "training_batch"]
 

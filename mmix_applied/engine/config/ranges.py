@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mmix_applied.engine.errors import ConfigError
+from mmix_applied.errors import ConfigError
 
 __all__ = ["RULES", "Rule", "check_finite", "check_ranges", "check_relations", "numeric_values"]
 

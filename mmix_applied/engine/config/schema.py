@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from mmix_applied.engine.errors import ConfigError, ConfigKeyError, ConfigTypeError
+from mmix_applied.errors import ConfigError, ConfigKeyError, ConfigTypeError
 
 __all__ = [
     "Config",

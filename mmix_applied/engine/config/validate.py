@@ -15,11 +15,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-from mmix_applied._hints import did_you_mean
 from mmix_applied.engine.config.memory import check_memory
 from mmix_applied.engine.config.ranges import check_finite, check_ranges, check_relations
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigKeyError, ConfigTypeError
 from mmix_applied.engine.recipe import get_recipe, list_recipes
+from mmix_applied.utils.hints import did_you_mean
 
 __all__ = ["parse_config"]
 

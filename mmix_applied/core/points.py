@@ -16,7 +16,8 @@ from typing import Literal, NamedTuple
 
 from torch import nn
 
-from ._hints import close_matches
+from mmix_applied.utils.hints import close_matches
+
 from .functional import BatchDims
 
 __all__ = [

@@ -8,24 +8,22 @@ mean, :func:`class_spectra` gives the singular values and the number of directio
 ``sum_{i<=k} s_i^2 >= 0.9 sum_i s_i^2`` -- and its mean over classes. Fewer directions: flatter.
 
 :func:`collect_states` gathers the states at a named module with a forward hook (eval mode, no
-grad); :func:`plot_spectra` overlays the spectra of two or more runs. Nothing here imports
-Lightning (plots use matplotlib's Agg backend).
+grad); :func:`mmix_applied.reports.figures.plot_spectra` overlays the spectra of two or more runs.
+Nothing here imports Lightning.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mmix_applied._hints import did_you_mean
+from mmix_applied.utils.hints import did_you_mean
 
-__all__ = ["ClassSpectra", "class_spectra", "collect_states", "directions_for", "plot_spectra"]
+__all__ = ["ClassSpectra", "class_spectra", "collect_states", "directions_for"]
 
 
 @dataclass(frozen=True)
@@ -196,44 +194,3 @@ def collect_states(model: nn.Module, loader: Iterable[Any], point: str, *,
     if max_samples is not None:
         s, y = s[:max_samples], y[:max_samples]
     return s, y
-
-
-def plot_spectra(runs: Mapping[str, ClassSpectra], path: str | os.PathLike | None = None, *,
-                 title: str = "Class-conditional spectra", max_index: int | None = 64) -> Any:
-    """Overlay the runs' spectra: the class-mean fraction of variance per singular direction.
-
-    Each run is one line (the mean over classes of ``s_i^2 / sum s^2``, log scale) and its
-    legend gives the mean directions holding ``variance``. Saved to ``path`` (PNG/SVG/PDF by
-    suffix) when given.
-
-    Returns:
-        The matplotlib ``Figure``.
-    """
-    if not runs:
-        raise ValueError("plot_spectra needs at least one run; received none")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for label, spectra in runs.items():
-        length = max(len(s) for s in spectra.singular_values.values())
-        curve = torch.zeros(length, dtype=torch.float64)
-        for s in spectra.singular_values.values():
-            energy = s ** 2 / (s ** 2).sum()
-            curve[: len(s)] += energy
-        curve /= len(spectra.singular_values)
-        if max_index is not None:
-            curve = curve[:max_index]
-        ax.semilogy(range(1, len(curve) + 1), curve.clamp_min(1e-12).numpy(), marker=".",
-                    label=f"{label} ({spectra.mean_directions:.1f} dirs for {spectra.variance:.0%})")
-    ax.set(xlabel="singular direction", ylabel="fraction of class variance", title=title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=path.suffix.lstrip(".") or "png", dpi=100)
-    return fig

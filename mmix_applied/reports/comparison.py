@@ -1,4 +1,6 @@
-"""The comparison report: seed statistics, verdicts, paired differences and plots, from result rows.
+"""The comparison report: seed statistics, verdicts and paired differences, from result rows.
+
+Its plots are drawn by :mod:`mmix_applied.reports.figures`.
 
 Pure functions of the rows :func:`mmix_applied.compare.compare` writes to ``results.jsonl`` (one
 per run: ``recipe``, ``variant``, ``seed``, ``run_dir``, ``metrics`` (test), ``val``
@@ -29,15 +31,16 @@ import numpy as np
 __all__ = [
     "metric_direction",
     "metric_order",
+    "mean_std",
+    "metric_values",
     "paired_differences",
-    "plot_metric_bars",
-    "plot_reliability",
-    "plot_validation_curves",
     "read_metrics_csv",
     "render_report",
     "summarize",
     "verdict_line",
+    "variants_in_order",
     "verdicts",
+    "short_name",
 ]
 
 _HIGHER = ("acc", "dice", "auroc", "iou", "f1", "precision", "recall")
@@ -59,7 +62,7 @@ def metric_direction(name: str) -> str | None:
     return None
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
     return name[5:] if name.startswith("test/") else name
 
 
@@ -76,7 +79,7 @@ def metric_order(names: Iterable[str]) -> list[str]:
     return ordered
 
 
-def _values(row: Mapping[str, Any]) -> dict[str, float]:
+def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
     values = {k: float(v) for k, v in (row.get("metrics") or {}).items() if isinstance(v, (int, float))}
     for k, v in (row.get("val") or {}).items():  # validation figures (compare.validation_figures): "val/..." keys
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k.startswith("val/"):
@@ -89,12 +92,12 @@ def _values(row: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     a = np.asarray(xs, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
 
 
-def _variants_in_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def variants_in_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     seen: list[str] = []
     for row in rows:
         if row["variant"] not in seen:
@@ -106,9 +109,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
     """``{recipe: {metric: {variant: {"mean", "std", "n"}}}}`` over seeds."""
     grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
     for row in rows:
-        for metric, value in _values(row).items():
+        for metric, value in metric_values(row).items():
             grouped.setdefault(row["recipe"], {}).setdefault(metric, {}).setdefault(row["variant"], []).append(value)
-    return {recipe: {metric: {v: dict(zip(("mean", "std"), _mean_std(xs)), n=len(xs)) for v, xs in by_v.items()}
+    return {recipe: {metric: {v: dict(zip(("mean", "std"), mean_std(xs)), n=len(xs)) for v, xs in by_v.items()}
                      for metric, by_v in metrics.items()} for recipe, metrics in grouped.items()}
 
 
@@ -150,7 +153,7 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], *,
     Only seeds run for both the variant and the baseline count; ``better`` is how many of those
     seeds the variant beat the baseline on (``None`` for undirected metrics).
     """
-    table: dict[tuple[str, str, int], dict[str, float]] = {(r["recipe"], r["variant"], int(r["seed"])): _values(r)
+    table: dict[tuple[str, str, int], dict[str, float]] = {(r["recipe"], r["variant"], int(r["seed"])): metric_values(r)
                                                            for r in rows}
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for (recipe, variant, seed), values in table.items():
@@ -166,7 +169,7 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], *,
             direction = metric_direction(metric)
             for cell in by_v.values():
                 diffs = cell.pop("diffs")
-                cell["mean"], cell["std"] = _mean_std(diffs)
+                cell["mean"], cell["std"] = mean_std(diffs)
                 cell["n"] = len(diffs)
                 cell["better"] = None if direction is None else sum(
                     (d > 0) if direction == "higher" else (d < 0) for d in diffs)
@@ -225,7 +228,7 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
     lines = ["# Comparison report", "", "```", command, "```", ""]
     if not rows:
         return "\n".join(lines + ["No finished runs.", ""])
-    variants = _variants_in_order(rows)
+    variants = variants_in_order(rows)
     seeds = sorted({int(r["seed"]) for r in rows})
     lines += [f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std "
               "(ddof=1) over seeds; `_scaled` rows use the fitted temperature and follow their raw row. A lead is "
@@ -251,7 +254,7 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
                 else:
                     verdict = f"not beyond seed spread (gap {_fmt(win['gap'])} ≤ {_fmt(win['spread'])})"
             cells = " | ".join(_cell(metrics[metric].get(v)) for v in variants)
-            lines.append(f"| {_short(metric)} | {cells} | {best} | {verdict} |")
+            lines.append(f"| {short_name(metric)} | {cells} | {best} | {verdict} |")
         lines.append("")
         others = [v for v in variants if v != baseline]
         if recipe in paired and others:
@@ -267,7 +270,7 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
                         continue
                     better = "" if c["better"] is None else f" ({c['better']}/{c['n']} better)"
                     cells.append(f"{_fmt(c['mean'])} ± {_fmt(c['std'])}{better}")
-                lines.append(f"| {_short(metric)} | " + " | ".join(cells) + " |")
+                lines.append(f"| {short_name(metric)} | " + " | ".join(cells) + " |")
             lines.append("")
         for name in (plots or {}).get(recipe, ()):
             lines.append(f"![{Path(name).stem}]({name})")
@@ -279,27 +282,6 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------- plots
-_COLORS = {"none": "tab:gray", "input": "tab:blue", "manifold": "tab:red"}
-
-
-def _figure(**kwargs: Any) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _save(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, format=path.suffix.lstrip(".") or "png", dpi=100)
-    return path
-
-
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """Lightning's CSV log as ``{column: [(epoch, value), ...]}`` for the columns starting with ``val/``."""
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -309,81 +291,3 @@ def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float
                 if key and key.startswith("val/") and value not in ("", None):
                     curves.setdefault(key, []).append((int(float(row.get("epoch") or 0)), float(value)))
     return curves
-
-
-def plot_validation_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                           title: str = "Validation curves") -> Path | None:
-    """One panel per ``val/`` metric, one line per run coloured by variant (from ``logs/metrics.csv``)."""
-    runs = []
-    for r in rows:
-        log = Path(r["run_dir"]) / "logs" / "metrics.csv"
-        if log.is_file():
-            runs.append((r["variant"], int(r["seed"]), read_metrics_csv(log)))
-    keys = sorted({k for _, _, curves in runs for k in curves})
-    if not keys:
-        return None
-    cols = min(3, len(keys))
-    fig = _figure(figsize=(4 * cols, 3 * math.ceil(len(keys) / cols)))
-    axes = np.atleast_1d(fig.subplots(math.ceil(len(keys) / cols), cols)).reshape(-1)
-    for ax, key in zip(axes, keys):
-        labelled = set()
-        for variant, _seed, curves in runs:
-            if key in curves:
-                epochs, values = zip(*curves[key])
-                ax.plot(epochs, values, marker=".", color=_COLORS.get(variant), alpha=0.8,
-                        label=variant if variant not in labelled else None)
-                labelled.add(variant)
-        ax.set(title=key, xlabel="epoch")
-        ax.legend(fontsize=7)
-    for ax in axes[len(keys):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    return _save(fig, path)
-
-
-def plot_reliability(bins_by_variant: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike, *,
-                     title: str = "Reliability") -> Path:
-    """Overlaid reliability curves: ``{variant: {"raw": bins, "scaled": bins}}``, one panel per kind.
-
-    ``bins`` as :meth:`mmix_applied.metrics.ExpectedCalibrationError.bins` returns them (per-bin
-    ``confidence``, ``accuracy``, ``count``); empty bins are skipped.
-    """
-    kinds = [k for k in ("raw", "scaled") if any(k in b for b in bins_by_variant.values())]
-    if not kinds:
-        raise ValueError("plot_reliability needs bins under 'raw' or 'scaled'; received none")
-    fig = _figure(figsize=(4.5 * len(kinds), 4.5))
-    axes = np.atleast_1d(fig.subplots(1, len(kinds))).reshape(-1)
-    for ax, kind in zip(axes, kinds):
-        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        for variant, by_kind in bins_by_variant.items():
-            if kind not in by_kind:
-                continue
-            b = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)
-                 for k, v in by_kind[kind].items()}
-            ok = b["count"] > 0
-            ax.plot(b["confidence"][ok], b["accuracy"][ok], marker="o", color=_COLORS.get(variant), label=variant)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title} ({kind})")
-        ax.legend(fontsize=8, loc="upper left")
-    return _save(fig, path)
-
-
-def plot_metric_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], path: str | os.PathLike, *,
-                     title: str) -> Path | None:
-    """Grouped bars of ``keys`` (mean ± std over seeds), one bar per variant (per-class Dice, CER/WER)."""
-    variants = _variants_in_order(rows)
-    stats = {v: {k: _mean_std([_values(r)[k] for r in rows if r["variant"] == v and k in _values(r)] or [np.nan])
-                 for k in keys} for v in variants}
-    if not keys:
-        return None
-    fig = _figure(figsize=(max(4.0, 1.2 * len(keys) * max(1, len(variants)) / 2), 3.5))
-    ax = fig.subplots()
-    width = 0.8 / max(1, len(variants))
-    x = np.arange(len(keys))
-    for i, v in enumerate(variants):
-        means = [stats[v][k][0] for k in keys]
-        stds = [0.0 if math.isnan(stats[v][k][1]) else stats[v][k][1] for k in keys]
-        ax.bar(x + i * width - 0.4 + width / 2, means, width, yerr=stds, color=_COLORS.get(v), label=v, capsize=3)
-    ax.set_xticks(x, [_short(k) for k in keys], rotation=30, ha="right", fontsize=8)
-    ax.set(title=title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)

@@ -34,7 +34,7 @@ def quiet_console(verbose: bool) -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(level)
     if not verbose:
-        from mmix_applied.calibration import CalibrationWarning
+        from mmix_applied.metrics.temperature import CalibrationWarning
 
         warnings.filterwarnings("ignore", category=CalibrationWarning)
 
@@ -79,10 +79,11 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def spectrum_command(args: argparse.Namespace) -> int:
     """Compute, print, save and plot the spectra of each ``--checkpoint`` at ``--point``."""
-    from mmix_applied._io import atomic_write_text
     from mmix_applied.compare import checkpoint_spectrum
     from mmix_applied.engine.runner import config_of_checkpoint, resolve_checkpoint
-    from mmix_applied.spectrum import ClassSpectra, plot_spectra
+    from mmix_applied.metrics.spectrum import ClassSpectra
+    from mmix_applied.reports.figures import plot_spectra
+    from mmix_applied.utils.atomic import atomic_write_text
 
     out = Path(args.out)
     runs: dict[str, ClassSpectra] = {}

@@ -2,7 +2,7 @@
 
 Mixed models come out underconfident (Verma et al., ICML 2019; our docs/evidence.md), so the
 engine fits one temperature ``T`` on the validation split after training (Guo et al., ICML 2017,
-through :class:`mmix_applied.calibration.TemperatureScaler`) for every checkpoint of the run
+through :class:`mmix_applied.metrics.temperature.TemperatureScaler`) for every checkpoint of the run
 (``last.ckpt`` and the best ones, each for its own weights), writes it into the checkpoint
 (``ckpt["mmix"]["temperature"]``, an atomic rewrite) and into ``run_dir/temperature.json``.
 ``test`` reports every calibration figure raw and divided by ``T``; ``predict`` writes
@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from mmix_applied._io import atomic_write, atomic_write_text
-from mmix_applied.calibration import CalibrationWarning
-from mmix_applied.engine.io import load_checkpoint
-from mmix_applied.ood import ood_metrics, ood_scores
+from mmix_applied.engine.checkpoints import load_checkpoint
+from mmix_applied.metrics.ood import ood_metrics, ood_scores
+from mmix_applied.metrics.temperature import CalibrationWarning
+from mmix_applied.utils.atomic import atomic_write, atomic_write_text
 
 __all__ = ["calibrate_run", "calibration_reason", "ood_figures", "read_temperature"]
 
@@ -102,7 +102,7 @@ def calibrate_run(config: Any, run_dir: Path, recipe: Any, module: Any, datamodu
     info["temperature"] = info["checkpoints"].get("last.ckpt")
     if info["checkpoints"]:
         atomic_write_text(run_dir / TEMPERATURE_FILE, json.dumps(
-            {**info, "split": "validation", "fitted_by": "mmix_applied.calibration.TemperatureScaler"},
+            {**info, "split": "validation", "fitted_by": "mmix_applied.metrics.temperature.TemperatureScaler"},
             indent=2, sort_keys=True))
     return info
 

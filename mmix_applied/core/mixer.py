@@ -3,7 +3,7 @@
 Manifold Mixup (Verma et al., ICML 2019): pick a point uniformly from the eligible set (the input
 counts), draw ``lam ~ Beta(alpha, alpha)`` and a permutation, mix the state there, mix the targets
 the same way. The user's own model object mixes: ``model(x)`` inside ``mixer.apply(plan)`` runs a
-traced copy of its forward (see :mod:`mmix_applied.graph`) that calls the same submodules; in
+traced copy of its forward (see :mod:`mmix_applied.core.graph`) that calls the same submodules; in
 ``eval()`` mode, with the mixer disabled, or outside ``apply`` it runs its own forward untouched.
 """
 
@@ -19,6 +19,15 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from .attachment import (
+    MixingForward,
+    RecompileBudget,
+    attached_mixer,
+    enclosing_ddp,
+    plain_state_of,
+    remove_plain_state,
+    unwrap,
+)
 from .functional import BatchDims, mix_value
 from .graph import (
     EAGER_CHECKS,
@@ -32,15 +41,6 @@ from .graph import (
 )
 from .plan import MixPlan, sample_beta, sample_box
 from .points import INPUT, POINT_SETS, default_points, resolve_batch_dims, validate_points
-from .routing import (
-    MixingForward,
-    RecompileBudget,
-    attached_mixer,
-    enclosing_ddp,
-    plain_state_of,
-    remove_plain_state,
-    unwrap,
-)
 
 __all__ = ["ManifoldMixup", "MODES"]
 
@@ -96,7 +96,7 @@ class ManifoldMixup:
         prob: probability that a step called through ``mixer(...)`` mixes at all.
         seed: seed of the mixer's own generator (None: a fresh random seed).
         batch_dims: per-point batch dimension(s) for states whose batch is not dim 0, e.g.
-            ``{"rnn": 1}`` for a ``(T, B, D)`` sequence (see :data:`~mmix_applied.functional.BatchDims`).
+            ``{"rnn": 1}`` for a ``(T, B, D)`` sequence (see :data:`~mmix_applied.core.functional.BatchDims`).
 
     Example:
         >>> mixer = ManifoldMixup(model, alpha=2.0, seed=0)

@@ -24,7 +24,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from mmix_applied.cli_verbs import add_verbs, compare_command, quiet_console, spectrum_command
+from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
 
 __all__ = ["main"]
 
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from mmix_applied.config import ConfigError
-    from mmix_applied.engine.io import CheckpointError
+    from mmix_applied.engine.checkpoints import CheckpointError
     from mmix_applied.engine.module import NonFiniteLossError
     from mmix_applied.engine.rundir import RunWriteError
 
@@ -234,6 +234,3 @@ def _user_error(err: BaseException) -> int:
     print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
     return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

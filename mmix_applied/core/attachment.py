@@ -1,6 +1,6 @@
 """How a mixer lives on the user's model: the forward routing, clean copies, wrappers, compile.
 
-A :class:`~mmix_applied.mixer.ManifoldMixup` attaches to one module by giving it an
+A :class:`~mmix_applied.core.mixer.ManifoldMixup` attaches to one module by giving it an
 instance-level ``forward`` (:class:`MixingForward`) that runs a traced cut graph while a plan is
 active. Everything here is about that attachment meeting code the project did not write:
 
@@ -107,7 +107,7 @@ def remove_plain_state(module: nn.Module) -> None:
 
 
 def attached_mixer(module: nn.Module) -> Any:
-    """The open :class:`~mmix_applied.mixer.ManifoldMixup` attached to ``module``, or None."""
+    """The open :class:`~mmix_applied.core.mixer.ManifoldMixup` attached to ``module``, or None."""
     forward = module.__dict__.get("forward") if isinstance(module, nn.Module) else None
     return forward.mixer if isinstance(forward, MixingForward) else None
 

@@ -1,0 +1,1 @@
+"""Reports: figures drawn with matplotlib (written atomically) and the comparison report."""
