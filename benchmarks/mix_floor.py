@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from mmix_applied import functional
+from mmix_applied.core import functional
 from mmix_applied.core.functional import box_mask, lam_view, mix
 
 __all__ = ["copy_bandwidth", "record_states", "main"]

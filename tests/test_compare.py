@@ -23,8 +23,9 @@ from mmix_applied.reports.comparison import (
     verdicts,
 )
 from mmix_applied.reports.figures import plot_metric_bars, plot_reliability, plot_validation_curves
+from tests.helpers import ROOT
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
+CONFIG = ROOT / "configs" / "classification.yaml"
 NLL = {"none": [0.40, 0.35, 0.45], "manifold": [0.30, 0.26, 0.33]}  # manifold clearly lower
 ACC = {"none": [0.90, 0.80, 0.85], "manifold": [0.86, 0.84, 0.88]}  # within the spread
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 PACKAGES = {"mmix_applied": ROOT / "mmix_applied", "mmix_applied.tasks": ROOT / "tasks"}
 
 #: Layer of each folder (or top-level module), by longest matching prefix; a module may import its own layer or lower.

@@ -4,11 +4,12 @@ side of every threshold), the assembled report, skipped regimes, and the regime 
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.helpers import ROOT
+
+BENCH = ROOT / "benchmarks"
 
 
 def _load(name):
