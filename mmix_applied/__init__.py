@@ -21,6 +21,7 @@ from mmix_applied.core.functional import box_mask, mix, mix_value  # noqa: E402
 from mmix_applied.core.mixer import ManifoldMixup  # noqa: E402
 from mmix_applied.core.plan import MixPlan  # noqa: E402
 from mmix_applied.core.points import default_points, register_point_resolver  # noqa: E402
+from mmix_applied.errors import MmixError, MmixWarning  # noqa: E402
 from mmix_applied.models import create_model, list_models  # noqa: E402  (registers the point resolvers)
 from mmix_applied.utils import moved as _moved  # noqa: E402
 
@@ -29,6 +30,8 @@ _moved.install()  # old import paths (mmix_applied.mixer, mmix_applied.calibrati
 __all__ = [
     "ManifoldMixup",
     "MixPlan",
+    "MmixError",
+    "MmixWarning",
     "__version__",
     "adapters",
     "box_mask",

@@ -66,6 +66,12 @@ def test_site_builds_strict_with_the_api_reference(tmp_path):
     assert "the model as" in models and "prints it" in models  # create_model's docstring, rendered
     mixer = (tmp_path / "site" / "api" / "mixer" / "index.html").read_text(encoding="utf-8")
     assert 'id="mmix_applied.core.mixer.ManifoldMixup.sample"' in mixer
+    adapters = (tmp_path / "site" / "api" / "adapters" / "index.html").read_text(encoding="utf-8")
+    for name in ("Classification", "MultiLabel", "Regression", "Segmentation", "CTC", "LineCTC", "base.Adapter"):
+        assert f'id="mmix_applied.adapters.{name}.loss"' in adapters, name  # rendered only with a docstring
+    assert "Soft-target cross-entropy of the logits" in adapters  # Classification.loss's docstring
+    errors = (tmp_path / "site" / "api" / "errors" / "index.html").read_text(encoding="utf-8")
+    assert 'id="mmix_applied.errors.MmixError"' in errors and 'id="mmix_applied.errors.MmixWarning"' in errors
 
 
 @needs_mkdocs

@@ -116,6 +116,20 @@ class Adapter(nn.Module):
         return plan is None
 
     def loss(self, output: Any, target: Any, plan: MixPlan | None = None) -> Tensor:  # pragma: no cover
+        """The loss of ``output`` against ``target``, mixed as ``plan`` says; each adapter implements it.
+
+        Args:
+            output: The model's output for the batch (its type and shape are the adapter's).
+            target: The batch's unmixed targets, in the adapter's layout.
+            plan: The :class:`~mmix_applied.core.plan.MixPlan` the model mixed this batch with (the
+                one ``ManifoldMixup`` returned with the output); ``None`` for an unmixed step.
+
+        Returns:
+            A scalar loss tensor (float32), differentiable with respect to ``output``.
+
+        Raises:
+            NotImplementedError: Always, on the base class.
+        """
         raise NotImplementedError
 
     def mix_targets(self, target: Any, plan: MixPlan | None) -> Any:
@@ -127,6 +141,7 @@ class Adapter(nn.Module):
         )
 
     def forward(self, output: Any, target: Any, plan: MixPlan | None = None) -> Tensor:
+        """``adapter(output, target, plan)`` is :meth:`loss`, so an adapter is called like a torch loss."""
         return self.loss(output, target, plan)
 
 

@@ -90,6 +90,25 @@ class Classification(Adapter):
         return soft if plan is None else mix_batch(soft, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        """Soft-target cross-entropy of the logits against the mixed, smoothed target.
+
+        ``-(mix_targets(target, plan) * log_softmax(output)).sum(1).mean()``, computed in float32;
+        with ``plan=None`` and no smoothing it equals ``F.cross_entropy(output, target)``.
+
+        Args:
+            output: ``(B, C)`` logits.
+            target: ``(B,)`` int64 class indices in ``[0, C)`` or ``(B, C)`` float probabilities.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            The batch-mean loss, a float32 scalar.
+
+        Raises:
+            TypeError: ``output`` or ``target`` is not a tensor, or class indices are not integers.
+            ValueError: A shape does not match ``(B, C)`` / ``(B,)``, the batch sizes (or the plan's)
+                differ, a class index is outside ``[0, C)`` or a soft target holds NaN/Inf (value
+                checks in eager calls only).
+        """
         output = check_tensor(output, "output", "Classification")
         if output.dim() != 2 or output.shape[1] != self.num_classes:
             raise ValueError(
@@ -138,6 +157,21 @@ class MultiLabel(Adapter):
         return y if plan is None else mix_batch(y, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        """Binary cross-entropy with logits against the mixed 0/1 vectors (the mean over batch and labels).
+
+        Args:
+            output: ``(B, L)`` logits.
+            target: ``(B, L)`` values in ``[0, 1]``, any numeric dtype.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            ``F.binary_cross_entropy_with_logits(output, mix_targets(target, plan))``, a float32 scalar.
+
+        Raises:
+            TypeError: ``output`` or ``target`` is not a tensor.
+            ValueError: A shape is not ``(B, L)``, the batch sizes (or the plan's) differ, or a
+                target value is outside ``[0, 1]`` (checked in eager calls only).
+        """
         output = check_tensor(output, "output", "MultiLabel")
         if output.dim() != 2 or output.shape[1] != self.num_labels:
             raise ValueError(

@@ -196,7 +196,30 @@ class CTC(Adapter):
             losses = losses / tgt_len.clamp_min(1).to(losses.dtype)
         return losses
 
-    def loss(self, output, target, plan: MixPlan | None = None) -> Tensor:
+    def loss(self, output: Tensor | tuple[Tensor, Tensor], target: tuple[Tensor, Tensor],
+             plan: MixPlan | None = None) -> Tensor:
+        """The CTC loss, or under a plan ``lam * CTC(out, y) + (1 - lam) * CTC(out, y[perm])`` per sample.
+
+        Unmixed, it equals ``F.ctc_loss`` with the same ``blank`` and ``reduction``. Mixed, both
+        terms use ``max(len_i, len_perm[i])`` output steps and each sample its own ``lam``.
+
+        Args:
+            output: ``(T, B, C)`` log-probabilities, or a pair ``(log_probs, output_lengths (B,))``
+                when the lines have different output lengths.
+            target: A pair ``(padded_targets (B, S), target_lengths (B,))`` of integer tensors;
+                labels in ``[0, C)`` other than the blank.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            The loss, a float32 scalar: the batch mean of each sample's loss divided by its target
+            length (``reduction="mean"``) or the sum (``"sum"``).
+
+        Raises:
+            TypeError: An argument is not a tensor or a pair of tensors, or targets are not integer.
+            ValueError: Shapes or batch sizes (or the plan's) differ, the blank is outside the
+                output's classes, a target label or length is invalid, or a target cannot be
+                aligned with ``zero_infinity=False`` (value checks in eager calls only).
+        """
         log_probs, out_len, targets, tgt_len = self._unpack(output, target)
         if plan is None:
             losses = self._per_sample(log_probs, out_len, targets, tgt_len)

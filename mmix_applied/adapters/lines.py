@@ -8,12 +8,14 @@ batch of padded lines needs each line's own output length, which :class:`LineCTC
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from mmix_applied.adapters.base import Adapter
+from mmix_applied.adapters.ctc import CTC
+from mmix_applied.core.plan import MixPlan
 
 __all__ = ["LineCTC", "LineTargets", "ctc_feasible"]
 
@@ -44,11 +46,26 @@ class LineCTC(Adapter):
         ctc: The :class:`mmix_applied.adapters.CTC` adapter.
     """
 
-    def __init__(self, ctc: Any) -> None:
+    def __init__(self, ctc: CTC) -> None:
         super().__init__()
         self.ctc = ctc
 
-    def loss(self, output: Tensor, target: LineTargets, plan: Any = None) -> Tensor:
-        """The (mixed) CTC loss of ``(T, B, C)`` log-probs against the lines of ``target``."""
+    def loss(self, output: Tensor, target: LineTargets, plan: MixPlan | None = None) -> Tensor:
+        """The (mixed) CTC loss of ``(T, B, C)`` log-probs against the lines of ``target``.
+
+        Args:
+            output: ``(T, B, C)`` log-probabilities of the padded batch of lines.
+            target: The batch's :class:`LineTargets`; its ``output_lengths`` give each line's own
+                number of output steps.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            :meth:`CTC.loss <mmix_applied.adapters.CTC.loss>` of ``(output, output_lengths)``
+            against ``(targets, target_lengths)``, a float32 scalar.
+
+        Raises:
+            TypeError: As :meth:`CTC.loss <mmix_applied.adapters.CTC.loss>`.
+            ValueError: As :meth:`CTC.loss <mmix_applied.adapters.CTC.loss>`.
+        """
         lengths = target.output_lengths.to(output.device)
         return self.ctc.loss((output, lengths), (target.targets, target.target_lengths), plan)

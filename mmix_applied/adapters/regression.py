@@ -70,6 +70,21 @@ class Regression(Adapter):
         return mix_batch(target, plan)
 
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        """The configured loss of the output against the mixed target, ``loss_fn(output, mix_targets(y, plan))``.
+
+        Args:
+            output: Predictions of any shape ``(B, ...)``.
+            target: Float targets of the output's shape.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            The loss (a scalar for the named losses, which average over every element), in float32.
+
+        Raises:
+            TypeError: ``output`` or ``target`` is not a tensor, or the target is not floating point.
+            ValueError: The shapes (or the plan's batch size) differ, or the target holds NaN/Inf
+                (checked in eager calls only).
+        """
         output = check_tensor(output, "output", "Regression")
         target = check_tensor(target, "target", "Regression")
         check_batch(output, target, "Regression")

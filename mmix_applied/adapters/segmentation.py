@@ -201,6 +201,27 @@ class Segmentation(Adapter):
 
     # ------------------------------------------------------------------ loss
     def loss(self, output: Tensor, target: Tensor, plan: MixPlan | None = None) -> Tensor:
+        """``ce_weight * CE + dice_weight * soft Dice`` against the mixed soft target, over counted pixels.
+
+        The cross-entropy (BCE for binary/multilabel) is averaged over the pixels not marked
+        ``ignore_index``; the Dice term is :meth:`dice` on the probabilities and the target, both
+        zeroed at ignored pixels. In cutmix mode the plan's box, resized to the mask, swaps pixels.
+
+        Args:
+            output: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` logits (``C = 1`` for binary).
+            target: The mask in any layout of the class docstring (``MetaTensor`` included), with
+                the output's spatial size; the spatial rank is read from the output.
+            plan: The step's :class:`~mmix_applied.core.plan.MixPlan`; ``None`` for an unmixed step.
+
+        Returns:
+            The weighted sum of both terms, a float32 scalar.
+
+        Raises:
+            TypeError: ``output`` or ``target`` is not a tensor, or a multiclass mask is not integer.
+            ValueError: The output's channels or rank are wrong, the mask's layout, spatial size or
+                batch size (or the plan's) does not match, or mask values are out of range
+                (checked in eager calls only).
+        """
         output = check_tensor(output, "output", "Segmentation")
         channels = 1 if self.mode == "binary" else self.num_classes
         if output.dim() not in (4, 5) or output.shape[1] != channels:

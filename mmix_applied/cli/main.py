@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
+from mmix_applied.errors import MmixError
 
 __all__ = ["main"]
 
@@ -189,25 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from mmix_applied.config import ConfigError
-    from mmix_applied.engine.checkpoints import CheckpointError
-    from mmix_applied.engine.module import NonFiniteLossError
-    from mmix_applied.engine.rundir import RunWriteError
-
     try:
         return _run(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, RunWriteError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except MmixError as err:  # every library error: config, checkpoint, run directory, non-finite loss, data
+        return _user_error(err)
     except MisconfigurationException as err:  # Lightning rejected a train.* value (accelerator, devices...)
         print(f"error: {err} Check the train section (train.accelerator, train.devices, train.strategy, "
               "train.precision; e.g. train.accelerator=cpu on a machine without a GPU).", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as err:  # built-ins for bad input
         return _user_error(err)
-    except NonFiniteLossError as err:  # names the step and the fixes
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except RuntimeError as err:
         cause = _data_cause(err)
         if cause is None:
@@ -218,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _data_cause(err: RuntimeError) -> BaseException | None:
     """The user error inside a wrapper: MONAI's ``applying transform <...>`` hides the reader's error
     (which names the file) in ``__cause__``; return the innermost cause, or None for other errors."""
-    user = (ValueError, TypeError, KeyError, FileNotFoundError)
+    user = (MmixError, ValueError, TypeError, KeyError, FileNotFoundError)
     monai_wrapper = str(err).startswith("applying transform")
     cause, found = err.__cause__, None
     while cause is not None:
@@ -229,7 +221,7 @@ def _data_cause(err: RuntimeError) -> BaseException | None:
 
 
 def _user_error(err: BaseException) -> int:
-    """Print a user error (bad value, type, key or file) as one line; the exit status is 2."""
+    """Print a library error or a user error (bad value, type, key or file) as one line; the exit status is 2."""
     message = err.args[0] if isinstance(err, KeyError) and err.args else err
     print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
     return 2

@@ -22,6 +22,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from mmix_applied.errors import MmixError
+
 from .functional import BatchDims, mix_value
 from .points import INPUT, resolve_batch_dims
 
@@ -32,7 +34,7 @@ __all__ = ["TraceFailed", "trace_for_points", "build_cut_graph", "live_set", "PL
 PLAN_ARGS = ("mmix_lam", "mmix_perm", "mmix_box")
 
 
-class TraceFailed(RuntimeError):
+class TraceFailed(MmixError, RuntimeError):
     """The model's forward could not be traced with ``torch.fx``."""
 
 

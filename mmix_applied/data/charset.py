@@ -19,12 +19,14 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from mmix_applied.errors import MmixError
+
 __all__ = ["BLANK", "Charset", "UnknownCharacterError", "ctc_greedy_decode"]
 
 BLANK = 0
 
 
-class UnknownCharacterError(ValueError):
+class UnknownCharacterError(MmixError, ValueError):
     """Characters outside the charset, each listed with its source and positions.
 
     Attributes:

@@ -26,13 +26,14 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.rundir import write_error
+from mmix_applied.errors import MmixError
 from mmix_applied.utils.atomic import atomic_write
 
 __all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_state_shapes",
            "load_checkpoint", "read_run_checkpoint"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MmixError, ValueError):
     """A checkpoint file is missing, truncated, corrupt or holds objects that are not safe to load."""
 
 

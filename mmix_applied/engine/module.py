@@ -20,12 +20,13 @@ from mmix_applied.engine.modelzoo import backbone_param_groups
 from mmix_applied.engine.optim import build_optimizer, build_scheduler
 from mmix_applied.engine.performance import compile_model, convert_memory_format, resolve_speed_options
 from mmix_applied.engine.posthoc import ood_figures
+from mmix_applied.errors import MmixError
 from mmix_applied.metrics.ood import ood_scores
 
 __all__ = ["MixupModule", "NonFiniteLossError", "build_mixer", "mixing_epoch"]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(MmixError, FloatingPointError):
     """The training loss became NaN or Inf."""
 
 

@@ -21,6 +21,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from mmix_applied.errors import MmixError
+
 __all__ = ["PREDICTION_HEADERS", "RunLock", "RunLockedError", "RunWriteError", "is_checkpoint_file",
            "prediction_output", "write_error"]
 
@@ -28,11 +30,11 @@ __all__ = ["PREDICTION_HEADERS", "RunLock", "RunLockedError", "RunWriteError", "
 PREDICTION_HEADERS = ("id,target,predicted,confidence", "name,mask", "# mmix-applied predictions")
 
 
-class RunLockedError(FileExistsError):
+class RunLockedError(MmixError, FileExistsError):
     """Another live process holds the run directory's lock."""
 
 
-class RunWriteError(OSError):
+class RunWriteError(MmixError, OSError):
     """A file of the run could not be written (the message names the path, the cause and the fix).
 
     Attributes:

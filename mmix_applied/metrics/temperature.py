@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from mmix_applied.errors import MmixWarning
 from mmix_applied.metrics import flatten_scores
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-class CalibrationWarning(UserWarning):
+class CalibrationWarning(MmixWarning):
     """A temperature fit on degenerate data (its message names the case and the bound used)."""
 
 
