@@ -126,8 +126,11 @@ def test_ctc_blank_inside_a_target_names_sample_position_and_range():
         CTC().loss(log_probs, target)
     message = str(err.value)
     assert "sample 2" in message and "blank 0 at position 1" in message and "[0, 6) except the blank 0" in message
-    # padding after a target's length may be the blank: the first two samples alone are fine
-    assert torch.isfinite(CTC().loss(log_probs[:, :2], (target[0][:2], target[1][:2])))
+    # padding after a target's length may be the blank: the first two samples alone are fine, and the
+    # padding is not read (torch's loss with other padding is the same)
+    want = F.ctc_loss(log_probs[:, :2], torch.tensor([[1, 2, 3, 1], [4, 1, 1, 1]]), torch.tensor([12, 12]),
+                      torch.tensor([3, 1]), blank=0, reduction="mean")
+    assert torch.allclose(CTC().loss(log_probs[:, :2], (target[0][:2], target[1][:2])), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bad", [6, 9, -1])
@@ -138,9 +141,11 @@ def test_ctc_label_outside_the_classes_names_sample_and_value(bad):
     message = str(err.value)
     assert f"sample 1 holds label {bad} at position 1" in message and "[0, 6)" in message
     assert "number of classes" in message
-    # a label past the target's length is padding and is not checked
+    # a label past the target's length is padding and is neither checked nor read
     log_probs, target = _ctc_batch([[1, 2, bad], [4, 1, 1]], [2, 3])
-    assert torch.isfinite(CTC().loss(log_probs, target))
+    want = F.ctc_loss(log_probs, torch.tensor([[1, 2, 1], [4, 1, 1]]), torch.tensor([12, 12]), torch.tensor([2, 3]),
+                      blank=0, reduction="mean")
+    assert torch.allclose(CTC().loss(log_probs, target), want, rtol=1e-5)
 
 
 def test_ctc_blank_other_than_zero_and_length_over_width():

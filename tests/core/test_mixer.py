@@ -350,9 +350,11 @@ def test_a_module_replaced_after_the_mixer_was_made_is_used():
     m = _resnet()
     mixer = ManifoldMixup(m, seed=0)
     m.reset_classifier(7)  # timm swaps the head module
-    with mixer.apply(MixPlan("layer1", LAM, torch.tensor([1, 0]))):
-        out = m(torch.randn(2, 3, 32, 32))
+    x, perm = torch.randn(2, 3, 32, 32), torch.tensor([1, 0])
+    with mixer.apply(MixPlan("layer1", LAM, perm)):
+        out = m(x)
     assert out.shape == (2, 7)
+    assert _max_diff(out, timm_resnet_reference(m, x, "layer1", LAM, perm)) < 1e-5  # the new head, on the mix
 
 
 def test_closed_mixer_never_returns_a_plan_and_input_batch_dim_is_respected():

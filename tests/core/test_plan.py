@@ -1,5 +1,7 @@
 """The plan's randomness: Beta draws from the mixer's generator, boxes, reproducibility."""
 
+import dataclasses
+
 import pytest
 import torch
 from scipy import stats
@@ -50,5 +52,5 @@ def test_plan_to_and_batch_size():
     assert plan.batch_size == 3
     moved = plan.to("cpu")
     assert moved.point == "input" and moved.box is None
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'point'"):
         plan.point = "other"  # frozen

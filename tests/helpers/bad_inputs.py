@@ -1,4 +1,5 @@
-"""Helpers of the bad-input tests: a network block, file snapshots, message checks, broken files."""
+"""Helpers of the bad-input tests: a network block, file snapshots, message checks, broken files, a
+tiny model and a YAML writer."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+import yaml
+from torch import nn
 
-__all__ = ["no_network", "png", "says", "snapshot", "truncate"]
+__all__ = ["TinyNet", "no_network", "png", "says", "snapshot", "truncate", "write_yaml"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +47,22 @@ def truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def write_yaml(folder: Path, raw: dict) -> Path:
+    """``raw`` as ``folder/run.yaml``."""
+    path = Path(folder) / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class TinyNet(nn.Module):
+    """A conv and a linear head on ``(B, 1, 4, 4)`` inputs, 3 classes; no batch norm, so it trains on one sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))

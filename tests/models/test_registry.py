@@ -187,16 +187,31 @@ MONAI_TINY = {
 }
 
 
+#: Each tiny net's encoder levels (shallow to deep, the bottom of the U last), written out from
+#: MONAI's module layout, and their output channels and sizes on a 32-pixel input.
+MONAI_LEVELS = {
+    "basicunet": (["conv_0", "down_1", "down_2", "down_3", "down_4"], [4, 4, 8, 8, 16], [32, 16, 8, 4, 2]),
+    "unet": (["model.0", "model.1.submodule.0", "model.1.submodule.1.submodule"], [4, 8, 16], [16, 8, 8]),
+    "attentionunet": (["model.0", "model.1.submodule.0", "model.1.submodule.1.submodule"], [4, 8, 16], [32, 16, 8]),
+    "dynunet": (["input_block", "downsamples.0", "bottleneck"], [4, 8, 16], [32, 16, 8]),
+}
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("name", sorted(MONAI_TINY))
 def test_monai_tiny(name, spatial_dims):
     model = create_model("monai", name, num_classes=2, in_channels=1, spatial_dims=spatial_dims, **MONAI_TINY[name])
     x = torch.randn(2, 1, *(32,) * spatial_dims)
+    points, channels, sizes = MONAI_LEVELS[name]
+    assert default_points(model) == ["input", *points]
+    assert monai_points(model) == points
+    shapes = []
+    hooks = [model.get_submodule(p).register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
+             for p in points]
     assert model(x).shape == (2, 2, *(32,) * spatial_dims)
-    points = monai_points(model)
-    assert default_points(model) == ["input"] + points
-    names = dict(model.named_modules())
-    assert all(p in names for p in points)
+    for h in hooks:
+        h.remove()
+    assert shapes == [(c, *(s,) * spatial_dims) for c, s in zip(channels, sizes)]
 
 
 def test_monai_points_follow_the_nesting():
