@@ -1,5 +1,6 @@
-"""The comparison: statistics, verdicts and paired differences on synthetic rows (numpy as the
-reference), the plots, and one tiny end-to-end run of 2 variants x 2 seeds that then resumes."""
+"""``mmix_applied.compare``: the reliability bins it reads from prediction files, its argument
+checks, and one tiny end-to-end run of 2 variants x 2 seeds that then resumes (the statistics and
+the report are tested in tests/reports/test_comparison.py, the plots in tests/reports/test_figures.py)."""
 
 import csv
 import json
@@ -14,103 +15,9 @@ from mmix_applied import compare as compare_module
 from mmix_applied.cli import main
 from mmix_applied.compare import compare, read_predictions, reliability_bins
 from mmix_applied.metrics import ExpectedCalibrationError
-from mmix_applied.reports.comparison import (
-    metric_direction,
-    metric_order,
-    paired_differences,
-    render_report,
-    summarize,
-    verdicts,
-)
-from mmix_applied.reports.figures import plot_metric_bars, plot_reliability, plot_validation_curves
 from tests.helpers import ROOT
 
 CONFIG = ROOT / "configs" / "classification.yaml"
-NLL = {"none": [0.40, 0.35, 0.45], "manifold": [0.30, 0.26, 0.33]}  # manifold clearly lower
-ACC = {"none": [0.90, 0.80, 0.85], "manifold": [0.86, 0.84, 0.88]}  # within the spread
-
-
-def _rows(seeds=(0, 1, 2)):
-    rows = []
-    for v in ("none", "manifold"):
-        for s in seeds:
-            t = 1.3 if v == "none" else 0.6
-            rows.append({"recipe": "classification", "variant": v, "seed": s, "run_dir": f"/r/{v}-{s}",
-                         "metrics": {"test/nll": NLL[v][s], "test/nll_scaled": NLL[v][s] - 0.05,
-                                     "test/acc": ACC[v][s], "temperature": t}, "temperature": t, "wall_s": 1.0})
-    return rows
-
-
-def test_metric_directions_and_order():
-    higher = ["test/acc", "test/mean_dice", "test/dice_gm", "test/ood_auroc", "val/acc"]
-    lower = ["test/nll", "test/ece_scaled", "test/brier", "test/cer", "test/wer", "test/hd95_wm", "test/loss",
-             "test/ood_fpr95", "test/adaptive_ece"]
-    assert all(metric_direction(m) == "higher" for m in higher)
-    assert all(metric_direction(m) == "lower" for m in lower)
-    assert metric_direction("temperature") is None and metric_direction("spectrum/mean_directions") is None
-    assert metric_order(["test/nll_scaled", "test/acc", "test/nll", "temperature"]) == [
-        "test/acc", "test/nll", "test/nll_scaled", "temperature"]
-
-
-def test_summary_verdicts_and_paired_differences_against_numpy():
-    rows = _rows()
-    s = summarize(rows)["classification"]
-    assert s["test/nll"]["manifold"]["mean"] == pytest.approx(np.mean(NLL["manifold"]))
-    assert s["test/nll"]["manifold"]["std"] == pytest.approx(np.std(NLL["manifold"], ddof=1))
-    assert s["temperature"]["none"]["mean"] == pytest.approx(1.3)
-    w = verdicts(rows)["classification"]
-    assert w["test/nll"]["winner"] == "manifold" and w["test/nll"]["beyond_spread"] is True
-    assert w["test/acc"]["winner"] == "manifold" and w["test/acc"]["beyond_spread"] is False
-    assert w["test/acc"]["gap"] == pytest.approx(np.mean(ACC["manifold"]) - np.mean(ACC["none"]))
-    assert w["test/acc"]["spread"] == pytest.approx(np.std(ACC["none"], ddof=1))
-    assert "temperature" not in w  # no direction, no winner
-    p = paired_differences(rows)["classification"]
-    diffs = np.subtract(NLL["manifold"], NLL["none"])
-    assert p["test/nll"]["manifold"]["mean"] == pytest.approx(diffs.mean())
-    assert p["test/nll"]["manifold"]["std"] == pytest.approx(diffs.std(ddof=1))
-    assert p["test/nll"]["manifold"]["better"] == 3 and p["test/acc"]["manifold"]["better"] == 2
-    assert "none" not in p["test/nll"]
-
-
-def test_report_text():
-    report = render_report(_rows(), command="mmix-applied compare -c cfg.yaml --seeds 0,1,2")
-    lines = report.splitlines()
-    assert lines[3] == "mmix-applied compare -c cfg.yaml --seeds 0,1,2"  # the exact command at the top
-    nll = next(line for line in lines if line.startswith("| nll |"))
-    assert "| 0.4 ± 0.05 | 0.2967 ± 0.03512 |" in nll and "| manifold | beyond seed spread" in nll
-    acc = next(line for line in lines if line.startswith("| acc |"))
-    assert "not beyond seed spread" in acc
-    order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "±" in line][:4]
-    assert order == ["acc", "nll", "nll_scaled", "temperature"]  # scaled beside raw
-    assert "(3/3 better)" in report
-    one_seed = render_report(_rows(seeds=(0,)), command="x")
-    assert "one seed: spread unknown" in one_seed
-    tie = _rows()
-    for r in tie:
-        r["metrics"]["test/acc"] = 0.5
-    assert "| acc | 0.5 ± 0 | 0.5 ± 0 | tie | tie |" in render_report(tie, command="x")
-
-
-def test_plots_from_rows(tmp_path):
-    rows = _rows()
-    for r in rows:
-        r["metrics"]["test/dice_gm"], r["metrics"]["test/dice_wm"] = 0.8, 0.7
-        run = tmp_path / Path(r["run_dir"]).name
-        (run / "logs").mkdir(parents=True)
-        (run / "logs" / "metrics.csv").write_text("epoch,step,train/loss,val/loss,val/acc\n0,1,2.0,,\n0,1,,1.5,0.5\n"
-                                                  "1,3,,1.2,0.6\n")
-        r["run_dir"] = str(run)
-    curves = plot_validation_curves(rows, tmp_path / "curves.png")
-    bars = plot_metric_bars(rows, ["test/dice_gm", "test/dice_wm"], tmp_path / "bars.png", title="Dice")
-    g = torch.Generator().manual_seed(0)
-    probs = torch.softmax(torch.randn(50, 3, generator=g), 1)
-    rel = plot_reliability({"none": reliability_bins(probs, torch.randint(0, 3, (50,), generator=g),
-                                                     temperature=0.5)}, tmp_path / "rel.png")
-    for path in (curves, bars, rel):
-        assert path.read_bytes()[:4] == b"\x89PNG"
-    assert plot_validation_curves([{**rows[0], "run_dir": str(tmp_path / "missing")}], tmp_path / "x.png") is None
-
-
 def test_reliability_bins_scale_probabilities_like_logits(tmp_path):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(200, 4, generator=g, dtype=torch.float64) * 3
