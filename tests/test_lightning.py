@@ -1,4 +1,4 @@
-"""MixerCheckpoint (#14 §1): a user's own LightningModule, interrupted and resumed, ends with the
+"""MixerCheckpoint: a user's own LightningModule, interrupted and resumed, ends with the
 weights of an uninterrupted run (bit-equal) with the callback, and with other weights without it
 (the control: the resumed mixer replays the first epoch's plans)."""
 

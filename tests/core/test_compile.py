@@ -1,9 +1,9 @@
-import gc
-
-"""torch.compile (#12 §1, core part): a compiled mixed forward and a compiled mixed step have no
+"""torch.compile, the core's part: a compiled mixed forward and a compiled mixed step have no
 graph break in the core, never recompile on a new lam/perm/box, compile once per point and never
 fall back to eager, whatever the number of points. Graph breaks and recompiles are Dynamo's, so
 the ``eager`` backend is enough to count them (and keeps the CPU compile short)."""
+
+import gc
 
 import pytest
 import segmentation_models_pytorch as smp

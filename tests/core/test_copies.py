@@ -1,4 +1,4 @@
-"""Copies of a mixed model are plain models (#14 §3): deepcopy (timm ModelEmaV3), pickle and
+"""Copies of a mixed model are plain models: deepcopy (timm ModelEmaV3), pickle and
 torch.save made while a mixer is attached give a model whose forward is its class's own, so
 torch.export and torch.jit.script work and the pickle loads where mmix_applied cannot be imported."""
 

@@ -1,4 +1,4 @@
-"""bf16 autocast and channels_last with mixing (#12 §2): the mix keeps the state's dtype and memory
+"""bf16 autocast and channels_last with mixing: the mix keeps the state's dtype and memory
 layout, on a timm classifier, an smp U-Net and a MONAI 3D UNet (a mixed step on CPU)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Wrapped models (#14 §4): ManifoldMixup(ddp_model) and ManifoldMixup(torch.compile(model)) trace
+"""Wrapped models: ManifoldMixup(ddp_model) and ManifoldMixup(torch.compile(model)) trace
 and mix the module inside (an smp Unet's skips stay mixed with points='auto') and call through
 the wrapper; mixer(x) on a module that a training DDP wrapper wraps is refused with the fix."""
 

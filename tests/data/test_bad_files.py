@@ -1,5 +1,5 @@
-"""Issue 7, section 1, continued: bad data files for the segmentation (2D folders, 3D NIfTI
-datalists) and text-line (IAM/TSV) readers. Each error names the file and the fix; no input file
+"""Bad data files for the segmentation (2D folders, 3D NIfTI datalists), text-line (IAM/TSV) and
+classification-folder (TIFF) readers. Each error names the file and the fix; no input file
 is modified (bytes and mtime).
 """
 
@@ -298,7 +298,7 @@ def test_single_line_transcription_list_without_a_validation_list(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-# --------------------------------------------------------------------------- round 2 (issue 15): data
+# --------------------------------------------------------------------------- datalist entries, empty transcriptions
 @pytest.mark.parametrize("entry, key, shown", [
     ({"image": 5, "label": "lab.nii.gz"}, "'image'", "int 5"),
     ({"image": "img.nii.gz", "label": None}, "'label'", "NoneType None"),

@@ -1,8 +1,8 @@
-"""Issue 15 (round 2, configs): every numeric key is range-checked and finite before anything runs;
+"""Config ranges and config files: every numeric key is range-checked and finite before anything runs;
 empty, aliased, non-UTF-8 and directory config paths are errors that name the file and the fix.
 
 Each case checks the error type, that the message names the key (or file), the value received and
-the fix, and that no input file is touched. The CLI cases run the issue's reproduction options.
+the fix, and that no input file is touched. The CLI cases run out-of-range options end to end.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def test_latin1_config_names_the_file_and_the_encoding(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-# --------------------------------------------------------------------------- CLI (the issue's reproduction)
+# --------------------------------------------------------------------------- CLI
 def _cli(capsys, *args):
     from mmix_applied.cli import main
 

@@ -1,4 +1,4 @@
-"""Issue 7, section 5: on CPU the same config and seed give the same metrics and weights, run after
+"""Determinism: on CPU the same config and seed give the same metrics and weights, run after
 run (mixing plans, data order, augmentation and dropout all seeded); another seed does not."""
 
 import csv

@@ -93,7 +93,7 @@ def one_thread():
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, one_thread):
-    """Issue 7 section 2: SIGKILL a CPU fit after its first checkpoint, resume, compare weights."""
+    """SIGKILL a CPU fit after its first checkpoint, resume, compare weights."""
     long = ["train.max_epochs=3", "train.limit_train_batches=40", "data.labels_per_class=40"]
     args = [*SETTINGS, *long, f"run.dir={tmp_path}", "run.name=killed"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -1,5 +1,5 @@
 """Exact resume for every recipe: a fit SIGKILLed after an epoch and resumed ends with the weights
-of an uninterrupted run (classification: tests/test_resume.py). Each recipe runs its own data path
+of an uninterrupted run (classification: tests/engine/test_resume.py). Each recipe runs its own data path
 (2D folders, 3D datalists with MONAI patches, text lines), so its order and augmentation must
 depend only on ``(seed, epoch, index)`` and the checkpoint."""
 

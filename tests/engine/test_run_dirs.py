@@ -1,4 +1,4 @@
-"""Issue 15, round 2 (runs and checkpoints): nothing lost. One fit per run directory (a lock),
+"""Run directories and checkpoints lose nothing. One fit per run directory (a lock),
 predictions never replace a checkpoint, a resume is checked before anything is written, no
 checkpoint is saved with NaN/Inf weights, damaged or foreign checkpoints are named, and a
 read-only folder or a full disk is reported with the path and the cause (exit 2)."""

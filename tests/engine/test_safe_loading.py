@@ -1,6 +1,6 @@
-"""Issue 7, section 3: nothing is fetched from the network and nothing unsafe is loaded.
+"""Safe loading: nothing is fetched from the network and nothing unsafe is loaded.
 
-The fit with sockets blocked is ``tests/test_engine.py::test_fit_runs_with_network_blocked``; here
+The fit with sockets blocked is ``tests/engine/test_runner.py::test_fit_runs_with_network_blocked``; here
 every model family builds offline, and the sources hold no unsafe loader or download call.
 """
 

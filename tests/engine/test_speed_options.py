@@ -1,4 +1,4 @@
-"""The engine's speed options (#12): a compiled fit (no graph break, one graph per point, exact
+"""The engine's speed options: a compiled fit (no graph break, one graph per point, exact
 resume), precision/channels_last ``auto`` resolved and saved, and the slow-loader warning."""
 
 import shutil

@@ -1,5 +1,5 @@
-"""Run by tests/test_lightning_callback.py under Lightning DDP (2 CPU processes, gloo):
-``python _mixer_checkpoint_ddp.py {full|half|resume} OUT``. Each rank's mixer draws its own
+"""Run by tests/test_lightning.py under Lightning DDP (2 CPU processes, gloo):
+``python mixer_checkpoint_ddp.py {full|half|resume} OUT``. Each rank's mixer draws its own
 plans; at the end each rank saves its generator state and the weights to OUT/{mode}_rank{r}.pt."""
 
 import sys

@@ -223,7 +223,7 @@ def test_param_groups_layer_decay():
                                   cnn_widths=(4, 8, 8, 8)), lr=1.0, layer_decay=0.5)
 
 
-# ------------------------------------------------------- hub weights from the local cache (#14 §8)
+# ------------------------------------------------------------- hub weights from the local cache
 
 HUB_REPO = "timm/test_resnet.r160_in1k"
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -378,7 +378,7 @@ def test_weights_of_another_architecture_warn(hf_home):
             create_model("timm", "resnet10t", num_classes=3, pretrained="hf-hub:" + HUB_REPO)
 
 
-# ------------------------------------------------------------- non-finite weights (#15)
+# ------------------------------------------------------------- non-finite weights
 
 def test_nan_and_inf_weights_are_refused_with_the_file_and_tensors(tmp_path):
     state = {k: v.clone() for k, v in _timm().state_dict().items()}
