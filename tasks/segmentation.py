@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mmix_applied.adapters import Segmentation
+from mmix_applied.adapters.base import plain
 from mmix_applied.data.brain import TISSUE_CLASSES
 from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
 from mmix_applied.engine.datamodule import DataModule
@@ -239,7 +240,7 @@ class SegmentationRecipe(Recipe):
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, dict):  # MONAI dict batches (3D)
-            image, label = _plain(batch["image"]), _plain(batch["label"])
+            image, label = plain(batch["image"]), plain(batch["label"])  # MetaTensors: no metadata needed
             if self.data.mode == "multiclass":
                 return image, label[:, 0].round().long()
             return image, label.float()
@@ -261,7 +262,7 @@ class SegmentationRecipe(Recipe):
         from monai.data import decollate_batch
 
         batch = dict(batch)
-        batch["pred"] = model(_plain(batch["image"]))
+        batch["pred"] = model(plain(batch["image"]))
         rows = []
         for item in decollate_batch(batch):
             pred = self._invert(item)
@@ -304,11 +305,6 @@ class _PixelScaler(TemperatureScaler):
         elif self.multilabel:
             targets = targets.reshape(logits.shape).float()
         super().update(logits, targets)
-
-
-def _plain(value: Any) -> torch.Tensor:
-    """A MONAI MetaTensor as a plain tensor (the mixer and the adapter need no metadata)."""
-    return value.as_tensor() if hasattr(value, "as_tensor") else value
 
 
 def _volume_name(image: Any) -> str:

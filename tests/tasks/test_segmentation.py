@@ -182,6 +182,7 @@ def test_3d_predict_maps_back_to_input_grid_and_affine(tmp_path):
     val = next(iter(recipe.build_datamodule().val_dataloader()))
     x, y = recipe.split_batch(val)
     assert x.shape[1:] == (1, 23, 19, 11) and y.shape == (1, 23, 19, 11) and y.dtype == torch.int64
+    assert type(val["image"]) is not torch.Tensor and type(x) is torch.Tensor  # MetaTensors read as plain tensors
 
 
 def _scale_back(model):
