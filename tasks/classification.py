@@ -27,10 +27,10 @@ from mmix_applied.data.images import (
     build_transforms,
     list_image_folder,
     read_labels_csv,
-    subsample_per_class,
 )
 from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
 from mmix_applied.data.ood import photo_patches, uci_digits
+from mmix_applied.data.splits import stratified_split, subsample_per_class
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
@@ -168,17 +168,10 @@ class ClassificationRecipe(Recipe):
         return items, found
 
     def _split(self, labels: np.ndarray, *, need_val: bool, need_test: bool) -> tuple[np.ndarray, ...]:
-        """Stratified, seeded split of ``path`` into train / val / test indices."""
-        rng = np.random.default_rng(self.config.seed)
-        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-        for cls in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == cls))
-            n_test = int(round(len(members) * self.data.test_fraction)) if need_test else 0
-            n_val = int(round(len(members) * self.data.val_fraction)) if need_val else 0
-            parts["test"] += members[:n_test].tolist()
-            parts["val"] += members[n_test:n_test + n_val].tolist()
-            parts["train"] += members[n_test + n_val:].tolist()
-        out = tuple(np.sort(np.array(parts[k], dtype=np.int64)) for k in ("train", "val", "test"))
+        """Stratified, seeded split of ``path`` into train / val / test indices (per class: test, val, the rest)."""
+        fractions = (self.data.test_fraction if need_test else 0.0, self.data.val_fraction if need_val else 0.0)
+        test, val, train = stratified_split(labels, fractions, seed=self.config.seed)
+        out = (train, val, test)
         for name, idx, needed in (("val", out[1], need_val), ("test", out[2], need_test), ("train", out[0], True)):
             if needed and len(idx) == 0:
                 raise ValueError(f"the {name} split of data.path is empty; add images or adjust "

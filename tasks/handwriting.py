@@ -29,6 +29,7 @@ from mmix_applied.adapters.lines import LineCTC, LineTargets, ctc_feasible
 from mmix_applied.data.charset import Charset
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.digit_strings import DIGITS, DigitStrings
+from mmix_applied.data.splits import seeded_permutation
 from mmix_applied.data.text_lines import (
     LineAugment,
     LineCollate,
@@ -178,7 +179,7 @@ class HandwritingRecipe(Recipe):
                 raise ValueError(f"handwriting: {d.train!r} has {len(train)} usable line(s); holding out "
                                  f"data.val_fraction={d.val_fraction} for validation needs at least 2. Add lines, "
                                  "or name a validation list with data.val")
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
+            order = seeded_permutation(len(train), seed=self.config.seed)
             cut = max(1, int(round(d.val_fraction * len(train))))
             val, train = [train[i] for i in sorted(order[:cut])], [train[i] for i in sorted(order[cut:])]
         test = self._read(d.test or d.train, d.test_ids) if (d.test or d.test_ids) else val
