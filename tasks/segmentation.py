@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
 from mmix_applied.tasks.segmentation_data import SegmentationDatasets
+from mmix_applied.utils.atomic import atomic_write_bytes
 
 __all__ = ["SegmentationData", "SegmentationOptions", "SegmentationRecipe"]
 
@@ -317,22 +319,29 @@ def _volume_name(image: Any) -> str:
 
 
 def _write_mask(row: dict[str, Any], out_dir: Path, *, binary: bool) -> Path:
-    """Write one predicted mask: PNG (2D, class indices; binary as 0/255) or NIfTI (3D, input's affine)."""
+    """Write one predicted mask, atomically: PNG (2D, class indices; binary as 0/255) or NIfTI (3D, input's affine)."""
     mask = np.asarray(row["mask"])
     if "affine" in row:
         import nibabel as nib
 
         data = np.moveaxis(mask, 0, -1) if mask.ndim == 4 else mask  # multilabel: channels last
-        file = out_dir / f"{row['name']}_seg.nii.gz"
-        nib.save(nib.Nifti1Image(data.astype(np.uint8), row["affine"]), str(file))
-        return file
-    import cv2
-
+        image = nib.Nifti1Image(data.astype(np.uint8), row["affine"])
+        # the single-file .nii bytes, gzipped at nibabel's own level (mtime 0: the same bytes for the same mask)
+        return atomic_write_bytes(out_dir / f"{row['name']}_seg.nii.gz",
+                                  gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
     if mask.ndim == 3:  # multilabel: one PNG per label
         for c in range(mask.shape[0]):
-            cv2.imwrite(str(out_dir / f"{row['name']}_label{c}.png"), (mask[c] * 255).astype(np.uint8))
+            _write_png(out_dir / f"{row['name']}_label{c}.png", (mask[c] * 255).astype(np.uint8))
         return out_dir / f"{row['name']}_label0.png"
-    file = out_dir / f"{row['name']}.png"
     dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
-    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(dtype))
-    return file
+    return _write_png(out_dir / f"{row['name']}.png", (mask * 255 if binary else mask).astype(dtype))
+
+
+def _write_png(path: Path, array: np.ndarray) -> Path:
+    """Encode ``array`` (uint8 or uint16) as PNG and write it atomically."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError(f"cannot encode a {array.dtype} array of shape {array.shape} as PNG for {str(path)!r}")
+    return atomic_write_bytes(path, encoded.tobytes())
