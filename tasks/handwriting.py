@@ -42,6 +42,8 @@ from mmix_applied.data.text_lines import (
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.errors import ConfigError
+from mmix_applied.utils.rules import FRACTION, at_least, within
 
 __all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe"]
 
@@ -146,6 +148,32 @@ class HandwritingRecipe(Recipe):
     name = "handwriting"
     data_schema = HandwritingData
     options_schema = HandwritingOptions
+    range_rules = {
+        "data.val_fraction": FRACTION,
+        "data.height": at_least(1, " (e.g. 32)"),
+        "data.min_width": at_least(1),
+        "data.max_width": at_least(1, " (or null for no limit)"),
+        "data.augment_strength": at_least(0),
+        **{f"data.digits.{key}": at_least(1) for key in ("train_lines", "val_lines", "test_lines", "min_digits",
+                                                          "max_digits")},
+        "data.digits.space_prob": within(0, 1),
+        "data.digits.seed": at_least(0),
+    }
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Ordered width and digit-count bounds; a given charset has at least one character."""
+        d = config.data
+        if d.max_width is not None and d.max_width < d.min_width:
+            raise ConfigError(f"config key 'data.max_width': must be >= data.min_width={d.min_width} "
+                              f"(received {d.max_width!r}); raise it or set it to null")
+        if d.digits.max_digits < d.digits.min_digits:
+            raise ConfigError(f"config key 'data.digits.max_digits': must be >= data.digits.min_digits="
+                              f"{d.digits.min_digits} (received {d.digits.max_digits!r})")
+        if d.charset == "":
+            raise ConfigError("config key 'data.charset': received '' (no characters), and a charset needs at "
+                              "least one character; list the characters to recognise (e.g. '0123456789') or set "
+                              "it to null to build it from the training transcriptions")
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
