@@ -4,8 +4,9 @@ A mixer draws its plans from its own generator, which is not a tensor of the mod
 checkpoint of a plain LightningModule does not hold it: a resumed run replays the plans of the
 first epoch and ends with other weights than an uninterrupted one. ``MixerCheckpoint`` saves the
 state of every mixer attached to the module's submodules and restores it on resume, per rank
-(under DDP each rank draws its own plans). This module imports Lightning; the package root does
-not import this module.
+(under DDP each rank draws its own plans). The engine's own Trainer uses it too
+(:func:`mmix_applied.engine.runner.build_trainer`). This module imports Lightning; the package root
+does not import this module.
 
 Example:
     >>> trainer = L.Trainer(callbacks=[MixerCheckpoint()])
@@ -22,7 +23,7 @@ import torch
 
 from mmix_applied.core.attachment import attached_mixer
 
-__all__ = ["MixerCheckpoint", "mixers_of"]
+__all__ = ["KEY", "MixerCheckpoint", "gather_per_rank", "mixers_of"]
 
 #: The checkpoint key under which the mixers' states are saved.
 KEY = "mmix_mixers"
@@ -54,7 +55,7 @@ class MixerCheckpoint(pl.Callback):
         saved = {}
         for name, mixer in mixers_of(pl_module).items():
             state = mixer.state_dict()
-            saved[name] = {"state": state, "rank_generators": _per_rank(trainer, pl_module, state["generator"])}
+            saved[name] = {"state": state, "rank_generators": gather_per_rank(trainer, pl_module, state["generator"])}
         checkpoint[KEY] = saved
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -88,8 +89,11 @@ class MixerCheckpoint(pl.Callback):
                               "restarts from rank 0's state (the world size changed).", stacklevel=2)
 
 
-def _per_rank(trainer: pl.Trainer, pl_module: pl.LightningModule, state: torch.Tensor) -> list[torch.Tensor]:
-    """Every rank's copy of a fixed-size state tensor (a list of one without DDP)."""
+def gather_per_rank(trainer: pl.Trainer, pl_module: pl.LightningModule, state: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's copy of a fixed-size state tensor, e.g. a generator state (a list of one without DDP).
+
+    A collective under DDP: every rank must call it (Lightning builds a checkpoint on every rank).
+    """
     if trainer.world_size == 1:
         return [state.clone()]
     gathered = pl_module.all_gather(state.to(pl_module.device))

@@ -27,16 +27,19 @@ from mmix_applied.data.images import (
     build_transforms,
     list_image_folder,
     read_labels_csv,
-    subsample_per_class,
 )
 from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
 from mmix_applied.data.ood import photo_patches, uci_digits
+from mmix_applied.data.splits import stratified_split, subsample_per_class
+from mmix_applied.engine.config.ranges import check_lengths
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.errors import ConfigError
 from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
 from mmix_applied.metrics.temperature import AdaptiveCalibrationError, TemperatureScaler
 from mmix_applied.reports.figures import reliability_diagram
+from mmix_applied.utils.rules import ANY_NUMBER, FRACTION, above, at_least, half_open, one_of
 
 __all__ = ["ClassificationData", "ClassificationOptions", "ClassificationRecipe"]
 
@@ -110,14 +113,38 @@ class ClassificationRecipe(Recipe):
     name = "classification"
     data_schema = ClassificationData
     options_schema = ClassificationOptions
+    range_rules = {
+        "data.val_fraction": FRACTION,
+        "data.test_fraction": FRACTION,
+        "data.labels_per_class": at_least(1, " (or null for all)"),
+        "data.image_size": at_least(1, " (e.g. 224; null for the source's default)"),
+        "data.channels": one_of(1, 3),
+        "data.mean": ANY_NUMBER,
+        "data.std": above(0),
+        "options.label_smoothing": half_open(0, 1, " (e.g. 0.1)"),
+        "options.ece_bins": at_least(1, " (e.g. 15)"),
+        "options.ood_samples": at_least(1, " (images of the OOD set scored in test, e.g. 500)"),
+    }
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """The held-out shares leave data to train on; ``data.mean``/``data.std`` have one value per channel."""
+        d = config.data
+        used = [k for k in ("val", "test") if getattr(d, f"{k}_path") is None]
+        total = sum(getattr(d, f"{k}_fraction") for k in used)
+        if len(used) == 2 and total >= 1:
+            raise ConfigError(f"config keys 'data.val_fraction' and 'data.test_fraction' sum to {total!r} "
+                              f"(received {d.val_fraction!r} and {d.test_fraction!r}); together they must "
+                              "be < 1 so that data is left to train on (e.g. 0.1 and 0.2)")
+        channels = d.channels or (1 if d.source == "mnist" else 3)
+        check_lengths([(f"data.{key}", getattr(d, key), channels, f"one value per channel ({channels})")
+                       for key in ("mean", "std")])
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         d = self.data
-        self.channels = d.channels or (1 if d.source == "mnist" else 3)
+        self.channels = d.channels or (1 if d.source == "mnist" else 3)  # 1 or 3: data.channels' range rule
         self.image_size = d.image_size or (28 if d.source == "mnist" else 224)
-        if self.channels not in (1, 3):
-            raise ValueError(f"config key 'data.channels': must be 1 or 3, received {self.channels}")
         self._splits: dict[str, Any] | None = None
         self._predict_ids: list[str] = []
 
@@ -168,17 +195,10 @@ class ClassificationRecipe(Recipe):
         return items, found
 
     def _split(self, labels: np.ndarray, *, need_val: bool, need_test: bool) -> tuple[np.ndarray, ...]:
-        """Stratified, seeded split of ``path`` into train / val / test indices."""
-        rng = np.random.default_rng(self.config.seed)
-        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-        for cls in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == cls))
-            n_test = int(round(len(members) * self.data.test_fraction)) if need_test else 0
-            n_val = int(round(len(members) * self.data.val_fraction)) if need_val else 0
-            parts["test"] += members[:n_test].tolist()
-            parts["val"] += members[n_test:n_test + n_val].tolist()
-            parts["train"] += members[n_test + n_val:].tolist()
-        out = tuple(np.sort(np.array(parts[k], dtype=np.int64)) for k in ("train", "val", "test"))
+        """Stratified, seeded split of ``path`` into train / val / test indices (per class: test, val, the rest)."""
+        fractions = (self.data.test_fraction if need_test else 0.0, self.data.val_fraction if need_val else 0.0)
+        test, val, train = stratified_split(labels, fractions, seed=self.config.seed)
+        out = (train, val, test)
         for name, idx, needed in (("val", out[1], need_val), ("test", out[2], need_test), ("train", out[0], True)):
             if needed and len(idx) == 0:
                 raise ValueError(f"the {name} split of data.path is empty; add images or adjust "

@@ -19,14 +19,14 @@ it, not how a model generalises to new subjects or scanners.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from mmix_applied.utils.atomic import atomic_write_bytes, atomic_write_text
+from mmix_applied.reports.figures import new_figure, save_figure
+from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["DISCLAIMER", "demo_config", "main", "segmentation_main"]
 
@@ -70,10 +70,6 @@ def _table(results: dict[str, dict[str, float]]) -> str:
 def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
     """T1, truth and each variant's predicted mask for a few test slices, side by side."""
     import cv2
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
     from mmix_applied.data.brain import TISSUE_CLASSES, BrainSlices2D
@@ -82,7 +78,8 @@ def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
     picks = [round(i * (len(test) - 1) / max(1, slices - 1)) for i in range(slices)]
     cmap = ListedColormap(["black", "tab:blue", "tab:gray", "white"])
     cols = ["T1", "truth"] + [f"{v} (pred)" for v in variants]
-    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.2 * len(cols), 2.4 * len(picks)), squeeze=False)
+    fig = new_figure(figsize=(2.2 * len(cols), 2.4 * len(picks)))
+    axes = fig.subplots(len(picks), len(cols), squeeze=False)
     for r, i in enumerate(picks):
         image, truth = test.raw(i)
         name = f"z{test.slices[i]:03d}"
@@ -99,11 +96,7 @@ def _figure(demo_dir: Path, variants: list[str], *, slices: int = 4) -> Path:
     fig.suptitle("Brain tissue (" + ", ".join(f"{k}={n}" for k, n in zip(("black", "blue", "grey", "white"),
                                                                            TISSUE_CLASSES)) + ")\n"
                  "ONE template brain: a demo, not a generalisation benchmark", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(demo_dir / "predictions.png", buffer.getvalue())
+    return save_figure(fig, demo_dir / "predictions.png", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

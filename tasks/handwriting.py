@@ -29,6 +29,7 @@ from mmix_applied.adapters.lines import LineCTC, LineTargets, ctc_feasible
 from mmix_applied.data.charset import Charset
 from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.digit_strings import DIGITS, DigitStrings
+from mmix_applied.data.splits import seeded_permutation
 from mmix_applied.data.text_lines import (
     LineAugment,
     LineCollate,
@@ -41,6 +42,8 @@ from mmix_applied.data.text_lines import (
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.errors import ConfigError
+from mmix_applied.utils.rules import FRACTION, at_least, within
 
 __all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe"]
 
@@ -145,6 +148,32 @@ class HandwritingRecipe(Recipe):
     name = "handwriting"
     data_schema = HandwritingData
     options_schema = HandwritingOptions
+    range_rules = {
+        "data.val_fraction": FRACTION,
+        "data.height": at_least(1, " (e.g. 32)"),
+        "data.min_width": at_least(1),
+        "data.max_width": at_least(1, " (or null for no limit)"),
+        "data.augment_strength": at_least(0),
+        **{f"data.digits.{key}": at_least(1) for key in ("train_lines", "val_lines", "test_lines", "min_digits",
+                                                          "max_digits")},
+        "data.digits.space_prob": within(0, 1),
+        "data.digits.seed": at_least(0),
+    }
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Ordered width and digit-count bounds; a given charset has at least one character."""
+        d = config.data
+        if d.max_width is not None and d.max_width < d.min_width:
+            raise ConfigError(f"config key 'data.max_width': must be >= data.min_width={d.min_width} "
+                              f"(received {d.max_width!r}); raise it or set it to null")
+        if d.digits.max_digits < d.digits.min_digits:
+            raise ConfigError(f"config key 'data.digits.max_digits': must be >= data.digits.min_digits="
+                              f"{d.digits.min_digits} (received {d.digits.max_digits!r})")
+        if d.charset == "":
+            raise ConfigError("config key 'data.charset': received '' (no characters), and a charset needs at "
+                              "least one character; list the characters to recognise (e.g. '0123456789') or set "
+                              "it to null to build it from the training transcriptions")
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -178,7 +207,7 @@ class HandwritingRecipe(Recipe):
                 raise ValueError(f"handwriting: {d.train!r} has {len(train)} usable line(s); holding out "
                                  f"data.val_fraction={d.val_fraction} for validation needs at least 2. Add lines, "
                                  "or name a validation list with data.val")
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
+            order = seeded_permutation(len(train), seed=self.config.seed)
             cut = max(1, int(round(d.val_fraction * len(train))))
             val, train = [train[i] for i in sorted(order[:cut])], [train[i] for i in sorted(order[cut:])]
         test = self._read(d.test or d.train, d.test_ids) if (d.test or d.test_ids) else val

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,15 +28,20 @@ import torch
 from torch import nn
 
 from mmix_applied.adapters import Segmentation
+from mmix_applied.adapters.base import plain
 from mmix_applied.data.brain import TISSUE_CLASSES
 from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
+from mmix_applied.engine.config.ranges import check_lengths
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.errors import ConfigError
 from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
 from mmix_applied.tasks.segmentation_data import SegmentationDatasets
+from mmix_applied.utils.atomic import atomic_write_bytes
+from mmix_applied.utils.rules import ANY_INT, ANY_NUMBER, above, at_least, half_open, one_of
 
 __all__ = ["SegmentationData", "SegmentationOptions", "SegmentationRecipe"]
 
@@ -150,12 +156,52 @@ class SegmentationRecipe(Recipe):
     name = "segmentation"
     data_schema = SegmentationData
     options_schema = SegmentationOptions
+    range_rules = {
+        "data.spatial_dims": one_of(2, 3),
+        "data.num_classes": at_least(1),
+        "data.in_channels": at_least(1),
+        "data.ignore_index": ANY_INT,
+        "data.pixdim": above(0, " (voxel spacing in mm)"),
+        "data.intensity_range": ANY_NUMBER,
+        "data.patch_size": at_least(1),
+        "data.num_samples": at_least(1),
+        "data.crop_size": at_least(1),
+        "data.pad_divisor": at_least(1, " (the network's total stride, e.g. 32; 1 pads nothing)"),
+        "data.resolution": one_of(1, 2),
+        "data.slab_thickness": at_least(1, " (or null for the default)"),
+        "data.slab_gap": at_least(0),
+        "data.num_train": at_least(1, " (labeled training canvases; default 64)"),
+        "options.dice_weight": at_least(0),
+        "options.ce_weight": at_least(0),
+        "options.roi_size": at_least(1),
+        "options.sw_batch_size": at_least(1),
+        "options.sw_overlap": half_open(0, 1, " (e.g. 0.25; 1 would never advance the window)"),
+        "options.ece_bins": at_least(1, " (e.g. 15)"),
+    }
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Ordered intensity bounds, list lengths fixed by ``spatial_dims``/``num_classes``, a loss to train on."""
+        d, o = config.data, config.options
+        bounds = d.intensity_range
+        if bounds is not None and (len(bounds) != 2 or not bounds[0] < bounds[1]):
+            raise ConfigError(f"config key 'data.intensity_range': must be [a_min, a_max] with a_min < a_max "
+                              f"(received {bounds!r}), e.g. [-1000, 1000] for CT; null z-scores each volume")
+        wanted = [("data.crop_size", d.crop_size, 2, "[height, width]")]
+        if d.spatial_dims == 3:
+            wanted += [("data.patch_size", d.patch_size, 3, "one size per axis, e.g. [48, 48, 8]"),
+                       ("data.pixdim", d.pixdim, 3, "one spacing per axis in mm, e.g. [1.0, 1.0, 1.0]"),
+                       ("options.roi_size", o.roi_size, 3, "one size per axis, or null for data.patch_size")]
+        wanted.append(("data.class_names", d.class_names, d.num_classes,
+                       f"one name per class (data.num_classes={d.num_classes})"))
+        check_lengths(wanted)
+        if o.dice_weight == 0 and o.ce_weight == 0:
+            raise ConfigError("config keys 'options.dice_weight' and 'options.ce_weight' are both 0 (received 0 "
+                              "and 0), which leaves no loss to train on; set at least one > 0")
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         d = self.data
-        if d.spatial_dims not in (2, 3):
-            raise ValueError(f"data.spatial_dims={d.spatial_dims}: use 2 (images, slices) or 3 (volumes)")
         if d.source == "brain" and (d.mode, d.num_classes, d.in_channels) != ("multiclass", 4, 1):
             raise ValueError(
                 "data.source=brain has 4 tissue classes (background, CSF, grey matter, white matter) in one "
@@ -239,7 +285,7 @@ class SegmentationRecipe(Recipe):
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, dict):  # MONAI dict batches (3D)
-            image, label = _plain(batch["image"]), _plain(batch["label"])
+            image, label = plain(batch["image"]), plain(batch["label"])  # MetaTensors: no metadata needed
             if self.data.mode == "multiclass":
                 return image, label[:, 0].round().long()
             return image, label.float()
@@ -261,7 +307,7 @@ class SegmentationRecipe(Recipe):
         from monai.data import decollate_batch
 
         batch = dict(batch)
-        batch["pred"] = model(_plain(batch["image"]))
+        batch["pred"] = model(plain(batch["image"]))
         rows = []
         for item in decollate_batch(batch):
             pred = self._invert(item)
@@ -306,11 +352,6 @@ class _PixelScaler(TemperatureScaler):
         super().update(logits, targets)
 
 
-def _plain(value: Any) -> torch.Tensor:
-    """A MONAI MetaTensor as a plain tensor (the mixer and the adapter need no metadata)."""
-    return value.as_tensor() if hasattr(value, "as_tensor") else value
-
-
 def _volume_name(image: Any) -> str:
     source = str(getattr(image, "meta", {}).get("filename_or_obj", "volume"))
     name = Path(source).name
@@ -321,22 +362,29 @@ def _volume_name(image: Any) -> str:
 
 
 def _write_mask(row: dict[str, Any], out_dir: Path, *, binary: bool) -> Path:
-    """Write one predicted mask: PNG (2D, class indices; binary as 0/255) or NIfTI (3D, input's affine)."""
+    """Write one predicted mask, atomically: PNG (2D, class indices; binary as 0/255) or NIfTI (3D, input's affine)."""
     mask = np.asarray(row["mask"])
     if "affine" in row:
         import nibabel as nib
 
         data = np.moveaxis(mask, 0, -1) if mask.ndim == 4 else mask  # multilabel: channels last
-        file = out_dir / f"{row['name']}_seg.nii.gz"
-        nib.save(nib.Nifti1Image(data.astype(np.uint8), row["affine"]), str(file))
-        return file
-    import cv2
-
+        image = nib.Nifti1Image(data.astype(np.uint8), row["affine"])
+        # the single-file .nii bytes, gzipped at nibabel's own level (mtime 0: the same bytes for the same mask)
+        return atomic_write_bytes(out_dir / f"{row['name']}_seg.nii.gz",
+                                  gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
     if mask.ndim == 3:  # multilabel: one PNG per label
         for c in range(mask.shape[0]):
-            cv2.imwrite(str(out_dir / f"{row['name']}_label{c}.png"), (mask[c] * 255).astype(np.uint8))
+            _write_png(out_dir / f"{row['name']}_label{c}.png", (mask[c] * 255).astype(np.uint8))
         return out_dir / f"{row['name']}_label0.png"
-    file = out_dir / f"{row['name']}.png"
     dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
-    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(dtype))
-    return file
+    return _write_png(out_dir / f"{row['name']}.png", (mask * 255 if binary else mask).astype(dtype))
+
+
+def _write_png(path: Path, array: np.ndarray) -> Path:
+    """Encode ``array`` (uint8 or uint16) as PNG and write it atomically."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError(f"cannot encode a {array.dtype} array of shape {array.shape} as PNG for {str(path)!r}")
+    return atomic_write_bytes(path, encoded.tobytes())

@@ -24,6 +24,7 @@ __all__ = [
     "INPUT",
     "POINT_SETS",
     "PointSets",
+    "check_points",
     "default_points",
     "validate_points",
     "resolve_batch_dims",
@@ -34,6 +35,29 @@ INPUT = "input"
 
 #: The named point sets: ``auto`` (the family's default) and ``all`` (input + every declared stage).
 POINT_SETS = ("auto", "all")
+
+_POINTS_FORM = ("'auto' (the family's default), 'all' (the input and every stage the model declares) or a "
+                "list of 'input' and module names, e.g. ['input', 'layer1']")
+
+
+def check_points(points: object) -> None:
+    """The rule of a ``points`` argument before any model is seen: a name of :data:`POINT_SETS` or a
+    non-empty list of strings (``ManifoldMixup(points=...)`` and the config's ``mix.points``).
+
+    Which module names are valid depends on the model: :func:`validate_points` checks them.
+
+    Raises:
+        TypeError: ``points`` is neither a string nor a list of strings.
+        ValueError: An unknown set name, or an empty list.
+    """
+    if isinstance(points, str):
+        if points not in POINT_SETS:
+            raise ValueError(f"points must be {_POINTS_FORM}; received {points!r}.")
+        return
+    if not isinstance(points, (list, tuple)) or not all(isinstance(p, str) for p in points):
+        raise TypeError(f"points must be {_POINTS_FORM}; received {points!r}.")
+    if not points:
+        raise ValueError("points is empty; name at least one point, e.g. points=['input'].")
 
 
 class PointSets(NamedTuple):
@@ -105,15 +129,14 @@ def validate_points(model: nn.Module, points: Sequence[str]) -> list[str]:
 
     Raises:
         TypeError: ``points`` is not a list of strings.
-        ValueError: an unknown, duplicated or nested point; the message lists close valid names.
+        ValueError: an empty list; an unknown, duplicated or nested point (the message lists close
+            valid names).
     """
-    if isinstance(points, str) or not all(isinstance(p, str) for p in points):
-        raise TypeError(
-            f"points must be 'auto' or a list of str (module names or 'input'); received {points!r}."
-        )
+    if isinstance(points, str):  # a set name is default_points' to resolve
+        raise TypeError(f"validate_points takes a list of point names; received {points!r} (for a point set, "
+                        "call default_points(model, which=...))")
+    check_points(points)
     points = list(points)
-    if not points:
-        raise ValueError("points is empty; name at least one point, e.g. points=['input'].")
     valid = [n for n, _ in model.named_modules() if n]
     known = set(valid)
     for p in points:

@@ -20,6 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mmix_applied.data.mnist import load_mnist
+from mmix_applied.data.splits import stratified_split
 from mmix_applied.data.text_lines import prepare_line
 
 __all__ = ["DIGITS", "SPLITS", "mnist_glyphs", "split_glyphs", "render_digit_line", "DigitStrings"]
@@ -53,17 +54,11 @@ def split_glyphs(
     """
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three positive numbers summing to 1, received {fractions}")
-    rng = np.random.default_rng(seed)
-    pools: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_train = int(round(fractions[0] * len(idx)))
-        n_val = int(round(fractions[1] * len(idx)))
-        if n_train == 0 or n_val == 0 or n_train + n_val >= len(idx):
-            raise ValueError(f"class {cls} has {len(idx)} glyphs: too few to split by {fractions}")
-        for name, part in zip(SPLITS, np.split(idx, [n_train, n_train + n_val])):
-            pools[name].append(part)
-    return {name: np.sort(np.concatenate(parts)) for name, parts in pools.items()}
+    for cls, size in zip(*np.unique(labels, return_counts=True)):
+        n_train, n_val = int(round(fractions[0] * size)), int(round(fractions[1] * size))
+        if n_train == 0 or n_val == 0 or n_train + n_val >= size:
+            raise ValueError(f"class {cls} has {size} glyphs: too few to split by {fractions}")
+    return dict(zip(SPLITS, stratified_split(labels, fractions[:2], seed=seed)))
 
 
 def _ink_columns(glyph: np.ndarray) -> np.ndarray:

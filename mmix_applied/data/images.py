@@ -31,7 +31,6 @@ __all__ = [
     "list_image_folder",
     "read_image",
     "read_labels_csv",
-    "subsample_per_class",
 ]
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the shared tuple (mmix_applied.data.constants), under its old name
@@ -188,29 +187,6 @@ def build_transforms(*, image_size: int, train: bool, augment: str = "light", ch
             ops += [A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=0.5)]
     ops += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(ops, seed=0)
-
-
-def subsample_per_class(labels: Sequence[int] | np.ndarray, labels_per_class: int | None, *,
-                        seed: int) -> np.ndarray:
-    """Indices of ``labels_per_class`` samples per class, drawn reproducibly from ``seed``.
-
-    ``None`` keeps everything. Indices come back sorted. Raises ValueError when a class has fewer
-    samples than requested.
-    """
-    labels = np.asarray(labels)
-    if labels_per_class is None:
-        return np.arange(len(labels))
-    if labels_per_class < 1:
-        raise ValueError(f"labels_per_class must be >= 1 or null, received {labels_per_class}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        if len(members) < labels_per_class:
-            raise ValueError(f"labels_per_class={labels_per_class} but class {int(cls)} has only "
-                             f"{len(members)} samples; lower labels_per_class")
-        chosen.append(rng.choice(members, size=labels_per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
 
 
 class _SeededAugmentation(SeededAugmentation):

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from mmix_applied.data.splits import seeded_permutation
+
 __all__ = ["SeededRandomSampler", "make_loader"]
 
 
@@ -37,9 +39,7 @@ class SeededRandomSampler(RandomSampler):
 
     def __iter__(self) -> Iterator[int]:
         self.iter_epoch = self.epoch
-        g = torch.Generator()
-        g.manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+        yield from seeded_permutation(len(self.data_source), seed=self.seed * 1_000_003 + self.epoch)
 
     def __len__(self) -> int:
         return len(self.data_source)

@@ -11,6 +11,12 @@ tensor shapes differ, is refused with what the file is and what was expected. ``
 also refuses config keys that cannot change on resume (the optimizer, schedule, data and mixing
 state come from the checkpoint, so e.g. ``optim.lr=0.5`` would be recorded in ``config.yaml`` but
 never used).
+
+**Older checkpoints.** Before #21 the engine saved its mixer itself, under
+``checkpoint["mmix"]["mixer"]`` and ``["rank_mixer"]``; the mixer is now saved by
+:class:`mmix_applied.lightning.MixerCheckpoint`, as in a user's own LightningModule.
+:func:`upgrade_checkpoint` moves the old keys to the new place when the Trainer reads a
+checkpoint, so such runs still resume exactly.
 """
 
 from __future__ import annotations
@@ -27,10 +33,14 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.rundir import write_error
 from mmix_applied.errors import MmixError
+from mmix_applied.lightning import KEY as MIXERS_KEY
 from mmix_applied.utils.atomic import atomic_write
 
 __all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_state_shapes",
-           "load_checkpoint", "read_run_checkpoint"]
+           "load_checkpoint", "read_run_checkpoint", "upgrade_checkpoint"]
+
+#: The name the engine's mixer is saved under by MixerCheckpoint: it is attached to ``MixupModule.model``.
+ENGINE_MIXER = "model"
 
 
 class CheckpointError(MmixError, ValueError):
@@ -110,8 +120,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
-        """Load with ``weights_only=True`` whatever the caller asks."""
-        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+        """Load with ``weights_only=True`` whatever the caller asks (older layouts upgraded)."""
+        return upgrade_checkpoint(load_checkpoint(path, map_location=map_location if map_location is not None
+                                                  else "cpu"))
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Move an older engine checkpoint's mixer state to where :class:`~mmix_applied.lightning.MixerCheckpoint` reads it.
+
+    ``checkpoint["mmix"]["mixer"]`` (the state) and ``["rank_mixer"]`` (every rank's generator)
+    become ``checkpoint["mmix_mixers"]["model"]`` = ``{"state", "rank_generators"}``, in place. A
+    checkpoint in the current layout is returned unchanged.
+    """
+    state = checkpoint.get("mmix")
+    if not isinstance(state, dict) or "mixer" not in state:
+        return checkpoint
+    mixer, per_rank = state.pop("mixer"), state.pop("rank_mixer", None)
+    if mixer is not None and MIXERS_KEY not in checkpoint:
+        checkpoint[MIXERS_KEY] = {ENGINE_MIXER: {"state": mixer, "rank_generators": list(per_rank or [])}}
+    return checkpoint
 
 
 # Config keys that may differ on resume (fnmatch patterns over dotted keys); every other change is refused.

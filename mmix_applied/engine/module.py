@@ -2,8 +2,11 @@
 
 Training steps go through :class:`mmix_applied.ManifoldMixup` (Verma et al., "Manifold Mixup",
 ICML 2019): one plan per step, the loss from ``adapter.loss(output, target, plan)``. Validation
-and test passes are unmixed (``eval()`` mode). The mixer's generator state and the count of
-skipped non-finite steps are saved in every checkpoint, so a resumed run draws the same plans.
+and test passes are unmixed (``eval()`` mode). The mixer's generator state is saved in every checkpoint by
+:class:`mmix_applied.lightning.MixerCheckpoint` (one of the Trainer's callbacks, under the name
+``"model"``), so a resumed run draws the same plans; this module saves the rest of the run's state
+(``checkpoint["mmix"]``: the counts of mixed and skipped steps, the config, the global RNG
+streams of every rank, and the temperature fitted after ``fit``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mmix_applied.engine.optim import build_optimizer, build_scheduler
 from mmix_applied.engine.performance import compile_model, convert_memory_format, resolve_speed_options
 from mmix_applied.engine.posthoc import ood_figures
 from mmix_applied.errors import MmixError
+from mmix_applied.lightning import gather_per_rank
 from mmix_applied.metrics.ood import ood_scores
 
 __all__ = ["MixupModule", "NonFiniteLossError", "build_mixer", "mixing_epoch"]
@@ -236,35 +240,22 @@ class MixupModule(pl.LightningModule):
         if self.mixer is not None and self.global_rank > 0:
             self.mixer.generator.manual_seed(self.config.seed + self.global_rank)
 
-    def _per_rank(self, state: torch.Tensor) -> list[torch.Tensor]:
-        """Every process's copy of a fixed-size state tensor (a list of one without DDP)."""
-        if self.trainer.world_size == 1:
-            return [state]
-        gathered = self.all_gather(state.to(self.device))
-        return [row.cpu().clone() for row in gathered]
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        mixer = self.mixer.state_dict() if self.mixer is not None else None
+        """The run's state beside the weights (the mixer's is MixerCheckpoint's, under ``"mmix_mixers"``)."""
         rng = _rng_states()
         checkpoint["mmix"] = {
-            "mixer": mixer,
             "skipped_steps": self.skipped_steps,
             "mixed_steps": self.mixed_steps,
             "config": config_to_dict(self.config),
             "rng": rng,
-            # under DDP, every process's mixer and torch RNG state (Lightning builds the checkpoint on all ranks)
-            "rank_mixer": self._per_rank(mixer["generator"]) if mixer is not None else None,
-            "rank_torch_rng": self._per_rank(rng["torch"]),
+            # under DDP, every process's torch RNG state (Lightning builds the checkpoint on all ranks)
+            "rank_torch_rng": gather_per_rank(self.trainer, self, rng["torch"]),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the counts, the temperature and the global RNG streams (this rank's)."""
         state = checkpoint.get("mmix") or {}
         rank = self.global_rank if self._trainer is not None else 0
-        if self.mixer is not None and state.get("mixer") is not None:
-            self.mixer.load_state_dict(state["mixer"])
-            per_rank = state.get("rank_mixer") or []
-            if 0 < rank < len(per_rank):
-                self.mixer.generator.set_state(per_rank[rank].clone())
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.mixed_steps = int(state.get("mixed_steps", 0))
         temperature = state.get("temperature")

@@ -12,8 +12,10 @@ Writing a recipe:
    ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``,
    ``dict[str, X]``, nested dataclasses). Subclass :class:`DataConfig` to get the shared
    ``batch_size``/``eval_batch_size``/``num_workers`` keys.
-2. A :class:`Recipe` subclass setting ``name``, ``data_schema`` and ``options_schema`` and
-   implementing ``build_datamodule``, ``build_model``, ``build_adapter``, ``build_metrics`` and
+2. A :class:`Recipe` subclass setting ``name``, ``data_schema``, ``options_schema`` and
+   ``range_rules`` (a :class:`~mmix_applied.utils.rules.Rule` for every numeric key of its two
+   sections; a test fails on a numeric key without one), overriding ``check_config`` when keys
+   bound each other, and implementing ``build_datamodule``, ``build_model``, ``build_adapter``, ``build_metrics`` and
    ``write_predictions``. Override ``split_batch``, ``update_metrics`` and ``predict_step`` when
    the batch or the outputs are not plain ``(input, target)`` / tensors.
 3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported on first use: recipes sit in
@@ -50,6 +52,7 @@ from torch import nn
 
 from mmix_applied.engine.modelzoo import build_model
 from mmix_applied.utils.hints import did_you_mean
+from mmix_applied.utils.rules import Rule
 
 if TYPE_CHECKING:  # pragma: no cover
     import lightning.pytorch as pl
@@ -102,6 +105,21 @@ class Recipe:
     data_schema: ClassVar[type] = DataConfig
     #: Dataclass of the ``options`` section.
     options_schema: ClassVar[type] = NoOptions
+    #: The range of each numeric key of ``data_schema`` and ``options_schema`` (the shared
+    #: :class:`DataConfig` keys excepted: the engine owns them), by dotted key, e.g.
+    #: ``{"data.image_size": at_least(1, " (e.g. 224)")}`` (helpers in :mod:`mmix_applied.utils.rules`);
+    #: a list field's rule applies to each entry. Checked before anything runs; the error names the
+    #: key, the rule's text and the value received.
+    range_rules: ClassVar[dict[str, Rule]] = {}
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        """Check rules that tie keys of this recipe's sections together (e.g. shares that must sum
+        to < 1); runs after the single-key ranges, before anything runs. Default: none.
+
+        Raises:
+            ConfigError: naming the keys, the values received and the fix.
+        """
 
     def __init__(self, config: Config) -> None:
         self.config = config

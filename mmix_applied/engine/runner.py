@@ -41,6 +41,7 @@ from mmix_applied.engine.posthoc import calibrate_run
 from mmix_applied.engine.recipe import get_recipe
 from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
 from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
+from mmix_applied.lightning import MixerCheckpoint
 from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
@@ -116,6 +117,7 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
             callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}",
                                              monitor=monitor, mode=t.monitor_mode, save_top_k=t.save_top_k,
                                              auto_insert_metric_name=False, enable_version_counter=False))
+        callbacks.append(MixerCheckpoint())  # the mixer's plans continue on resume, every rank its own
         callbacks.append(RankSummary(run_dir))
         callbacks.append(ValidationHistory())
         callbacks.append(FiniteWeightsGuard())

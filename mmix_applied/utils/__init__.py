@@ -1,1 +1,1 @@
-"""Utilities under every layer: atomic file writes, "did you mean" hints, the map of moved modules."""
+"""Utilities under every layer: atomic file writes, "did you mean" hints, value rules, the map of moved modules."""

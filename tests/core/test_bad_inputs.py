@@ -30,7 +30,7 @@ class _BytesIn(nn.Module):
 def test_alpha_not_positive(alpha):
     with pytest.raises(ValueError) as err:
         ManifoldMixup(TinyNet(), points=["input"], alpha=alpha)
-    says(err, f"received {alpha!r}", "alpha must be a number > 0", "Typical: 2.0 or 0.2")
+    says(err, f"received {alpha!r}", "alpha must be a number > 0 and finite", "typical 0.2 to 2.0")
 
 
 def test_integer_input_at_input_point_is_an_error_not_a_silent_unmixed_step():

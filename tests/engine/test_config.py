@@ -34,10 +34,24 @@ def test_all_three_variants_ship():
     assert {"classification.yaml", "classification_input.yaml", "classification_none.yaml"} <= names
 
 
+def test_one_library_default_for_alpha_and_every_recipe_config_sets_its_own():
+    """``mix.alpha`` and ``ManifoldMixup(alpha=...)`` share one default (docs/core.md says why it is 0.2);
+    no recipe YAML leans on it, so changing it changes no recipe's run."""
+    import inspect
+
+    from mmix_applied import ManifoldMixup
+    from mmix_applied.core.mixer import DEFAULT_ALPHA
+
+    assert DEFAULT_ALPHA == 0.2 and parse_config({}).mix.alpha == DEFAULT_ALPHA
+    assert inspect.signature(ManifoldMixup).parameters["alpha"].default == DEFAULT_ALPHA
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        assert "alpha" in (yaml.safe_load(path.read_text()).get("mix") or {}), path.name
+
+
 def test_defaults_and_recipe_sections():
     cfg = parse_config({})
     assert isinstance(cfg, Config)
-    assert cfg.train.max_epochs == 10 and cfg.mix.alpha == 2.0
+    assert cfg.train.max_epochs == 10 and cfg.mix.alpha == 0.2
     assert type(cfg.data).__name__ == "ClassificationData" and cfg.data.source == "mnist"
     assert type(cfg.options).__name__ == "ClassificationOptions"
 

@@ -17,8 +17,9 @@ import yaml
 
 from mmix_applied.config import ConfigError, load_config
 from mmix_applied.engine.config.memory import ACTIVATION_FACTOR, check_memory
-from mmix_applied.engine.config.ranges import RULES
-from mmix_applied.engine.recipe import get_recipe, list_recipes
+from mmix_applied.engine.config.ranges import RULES, rules_for
+from mmix_applied.engine.recipe import RECIPES, DataConfig, Recipe, get_recipe, list_recipes
+from mmix_applied.utils.rules import at_least
 from tests.helpers import ROOT
 from tests.helpers.bad_inputs import no_network, says, snapshot  # noqa: F401  (autouse fixture)
 
@@ -48,14 +49,52 @@ def _numeric_fields(cls: type, prefix: str):
 
 
 def test_every_numeric_key_of_every_schema_has_a_range_rule():
+    """The engine's sections in RULES; each recipe's data/options keys in its own ``range_rules``."""
     from mmix_applied.engine.config.schema import Config
 
-    keys = set(_numeric_fields(Config, ""))
+    fixed = set(_numeric_fields(Config, ""))
+    assert "mix.alpha" in fixed and sorted(fixed - set(RULES)) == []
+    walked = set()
     for name in list_recipes():
         recipe = get_recipe(name)
-        keys |= set(_numeric_fields(recipe.data_schema, "data")) | set(_numeric_fields(recipe.options_schema, "options"))
-    assert {"mix.alpha", "data.image_size", "options.sw_overlap", "data.digits.space_prob"} <= keys  # the walk works
-    assert sorted(keys - set(RULES)) == []
+        keys = set(_numeric_fields(recipe.data_schema, "data")) | set(_numeric_fields(recipe.options_schema, "options"))
+        walked |= keys
+        assert sorted(keys - set(rules_for(recipe))) == [], name
+        assert sorted(set(recipe.range_rules) - keys) == [], name  # no rule for a key the recipe does not have
+    assert {"data.image_size", "options.sw_overlap", "data.digits.space_prob"} <= walked  # the walk works
+    assert not any(k.startswith(("data.image_size", "options.")) for k in RULES)  # the engine holds no recipe's rule
+
+
+def test_the_core_owns_the_rules_of_alpha_and_prob():
+    from mmix_applied.core.mixer import ALPHA, PROB
+
+    assert RULES["mix.alpha"] is ALPHA and RULES["mix.prob"] is PROB
+
+
+@dataclasses.dataclass
+class _ProbeData(DataConfig):
+    width: int = 8
+
+
+class _Probe(Recipe):
+    name = "range_probe"
+    data_schema = _ProbeData
+    range_rules = {"data.width": at_least(2, " (e.g. 8; the probe's own rule)")}
+
+
+def test_a_new_recipe_declares_its_own_range_rules(monkeypatch):
+    """A recipe's rules come with the recipe: no engine file names its keys."""
+    monkeypatch.setitem(RECIPES, "range_probe", _Probe)
+    assert load_config({"recipe": "range_probe", "data": {"width": 2}}).data.width == 2
+    with pytest.raises(ConfigError) as err:
+        load_config({"recipe": "range_probe", "data": {"width": 1}})
+    says(err, "'data.width'", "must be >= 2 (e.g. 8; the probe's own rule)", "(received 1)")
+    with pytest.raises(ConfigError) as err:  # the engine's shared keys keep the engine's rules
+        load_config({"recipe": "range_probe", "data": {"batch_size": 0}})
+    says(err, "'data.batch_size'", "must be >= 1", "(received 0)")
+    monkeypatch.setattr(_Probe, "range_rules", {"data.width": at_least(2), "optim.lr": at_least(1)})
+    with pytest.raises(ValueError, match=r"range_probe.*\['optim.lr'\].*data.\* and options.\* keys only"):
+        load_config({"recipe": "range_probe"})
 
 
 @pytest.mark.parametrize("config, override, needles", [
@@ -135,7 +174,7 @@ def test_infinite_alpha_in_the_mixer_is_refused_not_a_hang():
 
     with pytest.raises(ValueError) as err:
         ManifoldMixup(nn.Sequential(nn.Linear(2, 2)), points=["input"], alpha=math.inf)
-    says(err, "finite", "received inf", "Typical: 2.0 or 0.2")
+    says(err, "finite", "received inf", "typical 0.2 to 2.0")
 
 
 def test_image_size_beyond_the_machines_memory_names_the_estimate():

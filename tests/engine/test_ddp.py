@@ -35,9 +35,9 @@ def test_ddp_two_cpu_processes(tmp_path):
     # rank 0 alone fitted the temperature after the DDP fit, over the whole (limited) validation split
     saved = json.loads((run / "temperature.json").read_text())
     assert ckpt["mmix"]["temperature"] == saved["temperature"] and saved["positions"] == 2 * 4  # 2 batches of 4
-    mixers = ckpt["mmix"]["rank_mixer"]
+    mixers = ckpt["mmix_mixers"]["model"]["rank_generators"]  # saved by MixerCheckpoint, every rank's
     assert len(mixers) == 2 and not torch.equal(mixers[0], mixers[1])  # each process drew its own plans
-    assert torch.equal(mixers[0], ckpt["mmix"]["mixer"]["generator"])
+    assert torch.equal(mixers[0], ckpt["mmix_mixers"]["model"]["state"]["generator"])
     cfg = load_config(run / "config.yaml")
     module = MixupModule(cfg, ClassificationRecipe(cfg))
     module.load_state_dict(ckpt["state_dict"])

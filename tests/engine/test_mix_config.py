@@ -105,7 +105,8 @@ def test_clean_weight_gradient_equals_a_hand_written_two_forward_loss(tmp_path):
     ("mix.warmup_epochs=2", "leaves no mixed epoch of train.max_epochs=2"),
     ("mix.clean_weight=-0.5", "'mix.clean_weight': must be >= 0 (0 = off; 1 = RegMixup's eta = 1) (received -0.5)"),
     ("mix.clean_weight=.inf", "'mix.clean_weight': received inf; every number in a config must be finite"),
-    ("mix.points=every", "received 'every'; valid: 'auto'"),
+    ("mix.points=every", "'mix.points': points must be 'auto' (the family's default), 'all'"),
+    ("mix.points=[]", "'mix.points': points is empty"),
 ])
 def test_knob_ranges_are_validated(tmp_path, override, fragment):
     with pytest.raises(ConfigError) as err:

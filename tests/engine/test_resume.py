@@ -53,13 +53,29 @@ def test_resume_from_epoch_checkpoint_is_exact(tmp_path):
     assert _max_diff(_weights(full), _weights(tmp_path / "resumed")) == 0.0
     assert load_checkpoint(resumed / "last.ckpt")["global_step"] == 6
 
+    # The mixer is saved by MixerCheckpoint (the engine's Trainer has it), under the model's name.
+    state = load_checkpoint(first)
+    assert list(state["mmix_mixers"]) == ["model"] and "mixer" not in state["mmix"]
+
+    # A checkpoint of the engine's older layout (the mixer under ckpt["mmix"]["mixer"] / ["rank_mixer"])
+    # still resumes exactly: the old keys are read once, when the Trainer loads it.
+    old = tmp_path / "old" / "checkpoints"
+    old.mkdir(parents=True)
+    legacy = load_checkpoint(first)
+    saved = legacy.pop("mmix_mixers")["model"]
+    legacy["mmix"]["mixer"], legacy["mmix"]["rank_mixer"] = saved["state"], saved["rank_generators"]
+    torch.save(legacy, old / "last.ckpt")
+    fit(_config(tmp_path, "old", *SMALL), resume=tmp_path / "old")
+    assert _max_diff(_weights(full), _weights(tmp_path / "old")) == 0.0
+    assert "mixer" not in load_checkpoint(old / "last.ckpt")["mmix"]  # rewritten in the current layout
+
     # Control: without the mixer's generator state the continuation differs (the test can fail).
     control = tmp_path / "control" / "checkpoints"
     control.mkdir(parents=True)
-    state = load_checkpoint(first)
-    state["mmix"]["mixer"] = None
+    del state["mmix_mixers"]
     torch.save(state, control / "last.ckpt")
-    fit(_config(tmp_path, "control", *SMALL), resume=tmp_path / "control")
+    with pytest.warns(UserWarning, match="holds no mixer state"):
+        fit(_config(tmp_path, "control", *SMALL), resume=tmp_path / "control")
     assert _max_diff(_weights(full), _weights(tmp_path / "control")) > 0
 
 

@@ -50,7 +50,7 @@ def test_fit_run_directory_and_unmixed_validation(tmp_path):
     mixed = [float(r["train/mixed"]) for r in rows if r.get("train/mixed")]
     assert mixed == [1.0, 0.0]
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert ckpt["epoch"] == 1 and ckpt["mmix"]["mixer"]["generator"].dtype == torch.uint8
+    assert ckpt["epoch"] == 1 and ckpt["mmix_mixers"]["model"]["state"]["generator"].dtype == torch.uint8
     # val/nll of the last epoch is an UNMIXED pass: recompute it by hand from the saved weights
     module = MixupModule(cfg, __import__("mmix_applied.tasks.classification", fromlist=["x"]).ClassificationRecipe(cfg))
     module.load_state_dict(ckpt["state_dict"])

@@ -3,6 +3,7 @@ seeded augmentation and data order, predictions."""
 
 import csv
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,10 @@ from mmix_applied.data.images import (
     list_image_folder,
     read_image,
     read_labels_csv,
-    subsample_per_class,
 )
 from mmix_applied.data.mnist import load_mnist, mnist_splits
 from mmix_applied.data.sampling import SeededRandomSampler, make_loader
+from mmix_applied.data.splits import subsample_per_class
 from mmix_applied.engine.recipe import RECIPES, DataConfig, Recipe, get_recipe, list_recipes, register_recipe
 from mmix_applied.tasks.classification import ClassificationRecipe
 
@@ -106,6 +107,27 @@ def test_image_folder_recipe_splits_and_batches(tmp_path):
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
     model = recipe.build_model()
     assert model(x).shape == (4, 3)
+
+
+# The split of an image folder, per seed, as computed before the splits became one module (#21).
+FOLDER_SPLIT = {
+    0: {"val": ["cat/2", "cat/7", "dog/3", "dog/6", "eel/0", "eel/9"],
+        "test": ["cat/4", "cat/6", "dog/2", "dog/9", "eel/4", "eel/5"]},
+    7: {"val": ["cat/1", "cat/7", "dog/3", "dog/8", "eel/3", "eel/7"],
+        "test": ["cat/0", "cat/8", "dog/2", "dog/4", "eel/4", "eel/6"]},
+}
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_image_folder_split_is_the_pinned_one_per_seed(tmp_path, seed):
+    root = _write_images(tmp_path / "imgs", per_class=10)
+    recipe = _recipe("data.source=folder", f"data.path={root}", "data.val_fraction=0.2", "data.test_fraction=0.2",
+                     f"seed={seed}")
+    dm = recipe.build_datamodule()
+    names = {s: sorted(str(Path(p).relative_to(root).with_suffix("")) for p, _ in dm.dataset(s).items)
+             for s in ("train", "val", "test")}
+    assert {s: names[s] for s in ("val", "test")} == FOLDER_SPLIT[seed]
+    assert len(names["train"]) == 18 and not set(names["train"]) & set(names["val"] + names["test"])
 
 
 def test_csv_source_relative_paths_and_errors(tmp_path):

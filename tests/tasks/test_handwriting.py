@@ -153,6 +153,11 @@ def test_tsv_data_holds_out_validation_and_requires_a_train_list(tmp_path):
     assert len(records["train"]) == 7 and len(records["val"]) == 3 and records["test"] == records["val"]
     assert not {r.source for r in records["train"]} & {r.source for r in records["val"]}
     assert recipe.charset.chars == "xy"
+    # the held-out lines per seed, as computed before the splits became one module (#21)
+    for seed, held in ((0, [2, 5, 8]), (7, [1, 4, 6])):
+        records = _recipe("data.format=tsv", f"data.train={tmp_path / 'train.tsv'}", "data.val_fraction=0.3",
+                          f"seed={seed}").records()
+        assert [r.source for r in records["val"]] == [f"{tmp_path / 'train.tsv'}:{i}" for i in held]
     with pytest.raises(ValueError, match="needs data.train"):
         _recipe("data.format=tsv").records()
 

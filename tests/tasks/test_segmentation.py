@@ -182,6 +182,7 @@ def test_3d_predict_maps_back_to_input_grid_and_affine(tmp_path):
     val = next(iter(recipe.build_datamodule().val_dataloader()))
     x, y = recipe.split_batch(val)
     assert x.shape[1:] == (1, 23, 19, 11) and y.shape == (1, 23, 19, 11) and y.dtype == torch.int64
+    assert type(val["image"]) is not torch.Tensor and type(x) is torch.Tensor  # MetaTensors read as plain tensors
 
 
 def _scale_back(model):
@@ -211,3 +212,29 @@ def test_2d_predict_files_binary_and_multilabel(tmp_path, mode, classes):
         second = cv2.imread(str(tmp_path / "predictions" / "a_label1.png"), cv2.IMREAD_UNCHANGED)
         assert second.shape == (20, 28) and np.array_equal(second, (~expected) * 255)
     assert len(written.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("row", [
+    {"name": "slice", "mask": np.arange(12, dtype=np.int64).reshape(3, 4)},
+    {"name": "labels", "mask": np.ones((2, 3, 4), dtype=np.uint8)},
+    {"name": "volume", "mask": np.ones((3, 4, 5), dtype=np.uint8), "affine": np.eye(4)},
+])
+def test_predicted_masks_are_written_atomically(tmp_path, monkeypatch, row):
+    """A write that fails before its rename (here: fsync) leaves no file, complete or partial, behind."""
+    from mmix_applied.tasks import segmentation
+    from mmix_applied.utils import atomic
+
+    def failing(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "fsync", failing)
+        with pytest.raises(OSError, match="No space left"):
+            segmentation._write_mask(row, tmp_path, binary=False)
+    assert list(tmp_path.iterdir()) == []
+    written = segmentation._write_mask(row, tmp_path, binary=False)
+    if "affine" in row:
+        assert np.array_equal(nib.load(str(written)).get_fdata(), row["mask"])
+    else:
+        first = row["mask"] if row["mask"].ndim == 2 else row["mask"][0] * 255
+        assert np.array_equal(cv2.imread(str(written), cv2.IMREAD_UNCHANGED), first)

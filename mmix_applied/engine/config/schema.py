@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from mmix_applied.core.mixer import DEFAULT_ALPHA
 from mmix_applied.errors import ConfigError, ConfigKeyError, ConfigTypeError
 
 __all__ = [
@@ -70,7 +71,8 @@ class MixConfig:
 
     Attributes:
         variant: ``none`` (plain training), ``input`` (input mixup) or ``manifold``.
-        alpha: Beta(alpha, alpha) parameter of the mixing weight.
+        alpha: Beta(alpha, alpha) parameter of the mixing weight (default
+            :data:`mmix_applied.core.mixer.DEFAULT_ALPHA`, 0.2; docs/core.md says why).
         mode: ``mixup`` (interpolation) or ``cutmix`` (box swap at the point's resolution).
         points: ``auto`` (the family's default: timm CNNs the paper's {input, stage 1, stage 2},
             other families every stage), ``all`` (input + every stage the model declares) or a
@@ -88,7 +90,7 @@ class MixConfig:
     """
 
     variant: Literal["none", "input", "manifold"] = "manifold"
-    alpha: float = 2.0
+    alpha: float = DEFAULT_ALPHA
     mode: Literal["mixup", "cutmix"] = "mixup"
     points: str | list[str] = "auto"
     prob: float = 1.0

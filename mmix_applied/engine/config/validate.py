@@ -2,8 +2,8 @@
 
 An unknown key is an error that names it, lists the valid keys and suggests the closest one; a
 value of the wrong type names the key and the expected type; ranges are checked after the types.
-The recipe named by ``recipe:`` supplies the ``data`` and ``options`` schemas (looked up in the
-recipe registry, :mod:`mmix_applied.engine.recipe`).
+The recipe named by ``recipe:`` supplies the ``data`` and ``options`` schemas, their range rules
+and the rules between their keys (looked up in the recipe registry, :mod:`mmix_applied.engine.recipe`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
+from mmix_applied.core.points import check_points
 from mmix_applied.engine.config.memory import check_memory
-from mmix_applied.engine.config.ranges import check_finite, check_ranges, check_relations
+from mmix_applied.engine.config.ranges import check_finite, check_ranges, rules_for
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigKeyError, ConfigTypeError
 from mmix_applied.engine.recipe import get_recipe, list_recipes
 from mmix_applied.utils.hints import did_you_mean
@@ -170,8 +171,8 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
     cfg.data = _convert(data, recipe.data_schema, "data")
     cfg.options = _convert(options, recipe.options_schema, "options")
     check_finite(cfg)
-    check_ranges(cfg)
-    check_relations(cfg)
+    check_ranges(cfg, rules_for(recipe))
+    recipe.check_config(cfg)
     _check_fixed_sections(cfg)
     check_memory(cfg)
     return cfg
@@ -208,9 +209,10 @@ def _check_fixed_sections(cfg: Config) -> None:
         ("train.max_epochs", cfg.train.max_epochs >= 1 or cfg.train.max_steps > 0,
          "must be >= 1 (-1 needs train.max_steps > 0)"),
     ]
-    if isinstance(cfg.mix.points, str) and cfg.mix.points not in ("auto", "all"):
-        raise ConfigError(f"config key 'mix.points': received {cfg.mix.points!r}; valid: 'auto' (the family's "
-                          "default), 'all' (input + every stage) or a list of module names, e.g. [input, layer1]")
+    try:
+        check_points(cfg.mix.points)  # the core's rule; the model's own names are checked when it is built
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'mix.points': {err}") from None
     for key, ok, msg in checks:
         if not ok:
             raise ConfigError(f"config key {key!r}: {msg} (received {_get(cfg, key)!r})")
