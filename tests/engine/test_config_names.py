@@ -25,6 +25,12 @@ def test_every_repository_config_is_a_name_and_reads_the_same_file():
     assert config_to_dict(by_name) == config_to_dict(by_path) and by_name.mix.variant == "none"
 
 
+def test_docs_list_every_shipped_name():
+    doc = (ROOT / "docs" / "configs.md").read_text()
+    section = doc.split("## Shipped configs: `-c NAME`")[1].split("\n## ")[0]
+    assert all(f"`{name}`" in section for name in SHIPPED)
+
+
 def test_a_path_that_exists_wins_over_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     own = yaml.safe_load((ROOT / "configs" / "classification.yaml").read_text())
