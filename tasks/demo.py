@@ -39,7 +39,7 @@ SEGMENTATION_CONFIG = "segmentation"
 
 def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_steps: int = -1) -> Any:
     """The config of one demo run: the shipped ``segmentation`` config with the demo's schedule and CPU settings."""
-    from mmix_applied.config import load_config
+    from mmix_applied.engine.config import load_config
 
     return load_config(SEGMENTATION_CONFIG, [
         f"mix.variant={variant}", f"seed={seed}", f"run.dir={run_dir}", f"run.name={variant}",

@@ -28,7 +28,7 @@ from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["CONFIG", "accuracy_verdict", "demo_overrides", "main", "table", "verdict"]
 
-#: The demo's config: a recipe config shipped with the package (:func:`mmix_applied.config.resolve_config`).
+#: The demo's config: a recipe config shipped with the package (:func:`mmix_applied.engine.config.resolve_config`).
 CONFIG = "demo_classification"
 COLUMNS = (("acc", "test/acc"), ("NLL", "test/nll"), ("NLL scaled", "test/nll_scaled"), ("ECE", "test/ece"),
            ("ECE scaled", "test/ece_scaled"), ("T", "temperature"))
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmix_applied.compare import compare
-    from mmix_applied.config import load_config, resolve_config
+    from mmix_applied.engine.config import load_config, resolve_config
 
     config = resolve_config(args.config)
     base = load_config(config)
