@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
-.PHONY: demo test test-all lint bench bench-gpu install install-dev clean
+.PHONY: demo test test-all study-test lint bench bench-gpu install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: lint
 
 test-all: $(STAMP_DEV)
 	$(PY) -m pytest -q
+
+# The study drivers' own tests (studies/: research code, outside the package; `make test` never collects them).
+study-test: $(STAMP_DEV)
+	$(PY) -m pytest -q studies/tests
 
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/overhead.py --memory

@@ -8,7 +8,7 @@ one process, interleaved (alternating which goes first), after a warm-up that vi
 Reported: the median seconds of each, the ratio of medians and the median of the paired ratios
 (clean / plain, each against the step beside it) with its 25th-75th percentile. The clean term is
 a second forward of the batch whose graph the same backward walks too; the figure measured is in
-``configs/classification.yaml`` beside ``mix.clean_weight``.
+``docs/benchmarks.md`` ("The RegMixup clean term").
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
     """Train and test ``variants x seeds`` of one config; write ``results.jsonl``, ``report.md`` and plots.
 
     Args:
-        config_path: The recipe's YAML config.
+        config_path: The recipe's YAML config: a path, or a shipped recipe config's name (``classification``).
         variants: Values of ``mix.variant`` to compare; the first ``none`` present is the paired baseline.
         seeds: Top-level ``seed`` values; every variant runs with each.
         overrides: Dotted overrides applied to every run (not ``mix.variant``, ``seed``, ``run.*``).

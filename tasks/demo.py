@@ -28,33 +28,24 @@ from typing import Any
 from mmix_applied.reports.figures import new_figure, save_figure
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["DISCLAIMER", "demo_config", "main", "segmentation_main"]
+__all__ = ["DISCLAIMER", "SEGMENTATION_CONFIG", "demo_config", "main", "segmentation_main"]
 
 DISCLAIMER = ("ONE template brain (MNI152 2009, shipped in nilearn): train and test are different slabs of the "
               "same brain. A demo that the recipe runs end to end, not a benchmark of generalisation.")
 VARIANTS = ("none", "manifold")
+#: The segmentation demo's config: the recipe config shipped with the package (``configs/segmentation.yaml``).
+SEGMENTATION_CONFIG = "segmentation"
 
 
 def demo_config(variant: str, *, run_dir: Path, epochs: int, seed: int = 0, max_steps: int = -1) -> Any:
-    """The config of one demo run (``configs/segmentation.yaml`` with a shorter schedule)."""
+    """The config of one demo run: the shipped ``segmentation`` config with the demo's schedule and CPU settings."""
     from mmix_applied.engine.config import load_config
 
-    return load_config({
-        "recipe": "segmentation",
-        "seed": seed,
-        "run": {"dir": str(run_dir), "name": variant},
-        "model": {"family": "monai", "name": "unet",
-                  "options": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}},
-        "mix": {"variant": variant, "alpha": 0.4, "points": "auto"},
-        "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0001},
-        "scheduler": {"name": "cosine", "warmup_epochs": 1},
-        "train": {"max_epochs": epochs, "max_steps": max_steps, "accelerator": "cpu", "devices": 1,
-                  "enable_progress_bar": False,
-                  "loggers": ["csv"], "monitor": "val/mean_dice", "monitor_mode": "max",
-                  "check_val_every_n_epoch": max(1, epochs // 4), "log_every_n_steps": 5},
-        "data": {"source": "brain", "spatial_dims": 2, "resolution": 2, "batch_size": 4, "pad_divisor": 16},
-        "options": {"include_background": False},
-    })
+    return load_config(SEGMENTATION_CONFIG, [
+        f"mix.variant={variant}", f"seed={seed}", f"run.dir={run_dir}", f"run.name={variant}",
+        f"train.max_epochs={epochs}", f"train.max_steps={max_steps}", "train.accelerator=cpu", "train.devices=1",
+        "train.enable_progress_bar=false", "train.loggers=[csv]",
+        f"train.check_val_every_n_epoch={max(1, epochs // 4)}", "train.log_every_n_steps=5"])
 
 
 def _table(results: dict[str, dict[str, float]]) -> str:

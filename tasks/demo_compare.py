@@ -1,9 +1,11 @@
 """``make demo``: does Manifold Mixup pay? A paired comparison on the embedded MNIST digits, end to end.
 
-Runs :func:`mmix_applied.compare.compare` on the classification recipe (``configs/classification.yaml``)
-in the small-labeled, long regime where the unmixed model overfits (its fitted temperature is above 1):
-the study's ``cls50-long`` regime with the mixing setting chosen there on validation (:data:`REGIME`;
-docs/results.md gives the three-seed figures). Every variant trains with the same seeds (same labeled subset,
+Runs :func:`mmix_applied.compare.compare` on the shipped config ``demo_classification``
+(``configs/demo_classification.yaml``, :data:`CONFIG`): the classification recipe in the small-labeled,
+long regime where the unmixed model overfits (its fitted temperature is above 1), with the mixing
+setting chosen there on validation (docs/results.md gives the three-seed figures). The code holds no
+setting: the run length, data size, model and mixing all come from that file, and ``-c`` runs the demo
+on another classification config. Every variant trains with the same seeds (same labeled subset,
 initialisation and data order), is tested unmixed, and the demo prints one table (accuracy, NLL and
 ECE raw and temperature-scaled, the fitted temperatures, mean ± std over seeds) and two verdicts
 computed from the paired per-seed differences (:func:`mmix_applied.reports.comparison.verdict_line`): on
@@ -24,28 +26,23 @@ from typing import Any
 
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["REGIME", "accuracy_verdict", "demo_overrides", "main", "table", "verdict"]
+__all__ = ["CONFIG", "accuracy_verdict", "demo_overrides", "main", "table", "verdict"]
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
-#: The demo's regime: the study's ``cls50-long`` group (docs/results.md): timm resnet18 from scratch,
-#: 50 labels per class, 40 epochs, the recipe's optimiser, validation every 5 epochs; the largest regime
-#: whose two runs fit the 5-minute budget on 2 cores (100 labels per class doubles the steps). Its mixing
-#: setting is the one chosen there on validation NLL at the fitted T among seven (3 seeds each): alpha 0.2
-#: with the RegMixup clean term (``mix.clean_weight: 1.0``), 0.100, ahead of alpha 0.2 with the last 5
-#: epochs unmixed (0.102), alpha 0.2 alone (0.109) and alpha 0.5 (0.131).
-REGIME = {"model": "resnet18", "labels_per_class": 50, "epochs": 40, "alpha": 0.2, "clean_weight": 1.0,
-          "batch_size": 64, "val_every": 5}
+#: The demo's config: a recipe config shipped with the package (:func:`mmix_applied.engine.config.resolve_config`).
+CONFIG = "demo_classification"
 COLUMNS = (("acc", "test/acc"), ("NLL", "test/nll"), ("NLL scaled", "test/nll_scaled"), ("ECE", "test/ece"),
            ("ECE scaled", "test/ece_scaled"), ("T", "temperature"))
 
 
-def demo_overrides(*, model: str, labels_per_class: int, epochs: int, alpha: float, batch_size: int,
-                   val_every: int = 1, max_steps: int = -1, clean_weight: float = 0.0) -> list[str]:
-    """The dotted overrides every demo run gets (compare adds ``mix.variant``, ``seed`` and ``run.*``)."""
+def demo_overrides(*, model: str, labels_per_class: int, epochs: int, val_every: int = 1,
+                   max_steps: int = -1) -> list[str]:
+    """The dotted overrides every demo run gets on top of its config (compare adds ``mix.variant``, ``seed``...).
+
+    The command line's run length, data size and model, validation at most once per run's epochs, and
+    the demo's CPU settings; everything else (mixing included) is the config's.
+    """
     return [f"model.name={model}", f"data.labels_per_class={labels_per_class}", f"train.max_epochs={epochs}",
-            f"train.max_steps={max_steps}", f"mix.alpha={alpha}", f"mix.clean_weight={clean_weight}",
-            f"data.batch_size={batch_size}",
-            f"train.check_val_every_n_epoch={min(val_every, max(1, epochs))}",
+            f"train.max_steps={max_steps}", f"train.check_val_every_n_epoch={min(val_every, max(1, epochs))}",
             "train.accelerator=cpu", "train.devices=1", "train.enable_progress_bar=false", "train.loggers=[csv]"]
 
 
@@ -92,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison demo; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="mmix-applied demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="classification", choices=("classification", "segmentation"))
+    parser.add_argument("-c", "--config", default=CONFIG, help="a classification config: a YAML path or a shipped "
+                        f"config's name (default {CONFIG}: the regime and setting chosen in docs/results.md)")
     parser.add_argument("--out", default="runs", help="parent folder of the demo's directory (default runs)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, paired across variants (default 0: "
                         "one seed fits 5 minutes on 2 cores; docs/results.md has three)")
     parser.add_argument("--variants", default="none,manifold", help="comma-separated: none, input, manifold "
                         "(input runs at the same alpha and clean term)")
-    parser.add_argument("--epochs", type=int, default=REGIME["epochs"])
-    parser.add_argument("--labels-per-class", type=int, default=REGIME["labels_per_class"])
-    parser.add_argument("--model", default=REGIME["model"])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the config's train.max_epochs")
+    parser.add_argument("--labels-per-class", type=int, default=None,
+                        help="default: the config's data.labels_per_class")
+    parser.add_argument("--model", default=None, help="default: the config's model.name")
     parser.add_argument("--max-steps", type=int, default=-1, help="stop each run after N steps (smoke tests)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -117,18 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmix_applied.compare import compare
+    from mmix_applied.engine.config import load_config, resolve_config
 
+    config = resolve_config(args.config)
+    base = load_config(config)
+    if base.recipe != "classification":
+        parser.error(f"-c: the comparison demo runs a classification config; received {args.config!r}, a "
+                     f"{base.recipe} config (the segmentation demo: --task segmentation)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) / f"demo-classification-{time.strftime('%Y%m%d-%H%M%S')}"
-    overrides = demo_overrides(model=args.model, labels_per_class=args.labels_per_class, epochs=args.epochs,
-                               alpha=REGIME["alpha"], batch_size=REGIME["batch_size"], val_every=REGIME["val_every"],
-                               max_steps=args.max_steps, clean_weight=REGIME["clean_weight"])
-    print(f"mmix_applied demo: {', '.join(variants)} on embedded MNIST, {args.labels_per_class} labels per class, "
-          f"{args.epochs} epochs of timm {args.model}, mixing at alpha {REGIME['alpha']} with the RegMixup clean term "
-          f"(weight {REGIME['clean_weight']}), seeds {seeds} (paired). Directory: {out}", flush=True)
+    model = args.model or base.model.name
+    labels = args.labels_per_class if args.labels_per_class is not None else base.data.labels_per_class
+    epochs = args.epochs if args.epochs is not None else base.train.max_epochs
+    overrides = demo_overrides(model=model, labels_per_class=labels, epochs=epochs,
+                               val_every=base.train.check_val_every_n_epoch, max_steps=args.max_steps)
+    clean = f" with the RegMixup clean term (weight {base.mix.clean_weight})" if base.mix.clean_weight else ""
+    print(f"mmix_applied demo: {', '.join(variants)} on embedded MNIST, {labels} labels per class, "
+          f"{epochs} epochs of timm {model}, mixing at alpha {base.mix.alpha}{clean}, seeds {seeds} (paired). "
+          f"Directory: {out}", flush=True)
     start = time.perf_counter()
-    report = compare(CONFIG, variants=variants, seeds=seeds, overrides=overrides, out_dir=out,
+    report = compare(config, variants=variants, seeds=seeds, overrides=overrides, out_dir=out,
                      command="mmix-applied demo " + " ".join(argv or []))
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     text = table(rows)

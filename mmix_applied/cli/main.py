@@ -3,6 +3,7 @@
 Examples::
 
     mmix-applied fit -c configs/classification.yaml train.max_epochs=3
+    mmix-applied fit -c classification train.max_epochs=3     # the same config, shipped with the package
     mmix-applied fit -c configs/classification.yaml --resume last
     mmix-applied test --checkpoint runs/my-run
     mmix-applied predict --checkpoint runs/my-run --input my_images/ --output preds.csv
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, *, checkpoint: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("-c", "--config", help="YAML config (default: the run's config.yaml with --checkpoint/"
+        p.add_argument("-c", "--config", help="YAML config: a path, or a shipped recipe config's name such as "
+                                              "classification (default: the run's config.yaml with --checkpoint/"
                                               "--resume PATH, else built-in defaults)")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         if checkpoint:

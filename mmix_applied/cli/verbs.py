@@ -51,7 +51,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add ``compare`` and ``spectrum`` to the CLI's sub-parsers."""
     comp = sub.add_parser("compare", help="train and test every mixing variant with paired seeds; write a report",
                           description="train and test every mixing variant with paired seeds; write a report")
-    comp.add_argument("-c", "--config", required=True, help="the recipe's YAML config")
+    comp.add_argument("-c", "--config", required=True,
+                      help="the recipe's YAML config: a path, or a shipped recipe config's name (e.g. classification)")
     comp.add_argument("--variants", default="none,input,manifold", help="comma-separated mix.variant values")
     comp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     comp.add_argument("--out", default="runs/compare", help="output directory (runs, results.jsonl, report.md)")

@@ -37,14 +37,15 @@ def test_demo_compare_end_to_end_short(tmp_path, capsys):
     assert ("beyond the seed spread" in line) == (abs(diffs.mean()) > diffs.std(ddof=1))
     assert (run / "classification_reliability.png").stat().st_size > 5_000
     assert line in (run / "demo.md").read_text()
-    # the runs use the setting the study chose on validation (tasks.demo_compare.REGIME), not the recipe's defaults
+    # the runs use the shipped demo config's mixing setting (the one the study chose), not the recipe's defaults
     import yaml
 
-    from mmix_applied.tasks.demo_compare import REGIME
+    from tests.helpers import ROOT
+    shipped = yaml.safe_load((ROOT / "configs" / "demo_classification.yaml").read_text())["mix"]
     mixed = next(r for r in rows if r["variant"] == "manifold")
     mix = yaml.safe_load((Path(mixed["run_dir"]) / "config.yaml").read_text())["mix"]
-    assert (mix["alpha"], mix["clean_weight"]) == (REGIME["alpha"], REGIME["clean_weight"]) == (0.2, 1.0)
-    assert "with the RegMixup clean term (weight 1.0)" in out
+    assert (mix["alpha"], mix["clean_weight"]) == (shipped["alpha"], shipped["clean_weight"]) == (0.2, 1.0)
+    assert "mixing at alpha 0.2 with the RegMixup clean term (weight 1.0), seeds [0, 1] (paired)" in out
 
 
 def test_table_marks_missing_columns():
@@ -52,8 +53,24 @@ def test_table_marks_missing_columns():
     assert "| none | 1 | 0.900 | 0.300 | – | – | – | – |" in table(rows)
 
 
-def test_demo_rejects_bad_arguments():
+def test_demo_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         demo.main(["--variants", "manifold"])  # no paired baseline
     with pytest.raises(SystemExit):
         demo.main(["--seeds", "a"])
+    with pytest.raises(SystemExit):
+        demo.main(["-c", "segmentation"])  # a shipped config, but not a classification one
+    assert "received 'segmentation', a segmentation config" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="Did you mean 'demo_classification'"):
+        demo.main(["-c", "demo_clasification"])
+
+
+def test_the_demo_defaults_come_from_its_shipped_config():
+    """The installed code holds no study setting: the demo's defaults are the YAML's (read by name)."""
+    from mmix_applied.config import load_config
+    from mmix_applied.tasks import demo_compare
+
+    cfg = load_config(demo_compare.CONFIG)
+    assert (cfg.model.name, cfg.data.labels_per_class, cfg.train.max_epochs, cfg.train.check_val_every_n_epoch,
+            cfg.mix.alpha, cfg.mix.clean_weight) == ("resnet18", 50, 40, 5, 0.2, 1.0)
+    assert not any(name.isupper() and name not in ("CONFIG", "COLUMNS") for name in vars(demo_compare))

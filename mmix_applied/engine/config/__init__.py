@@ -5,7 +5,15 @@ Three modules, one concept each: :mod:`.schema` (the sections and the errors), :
 :mod:`mmix_applied.config`, which re-exports all of it.
 """
 
-from mmix_applied.engine.config.files import apply_overrides, dump_config, load_config, read_yaml, save_config
+from mmix_applied.engine.config.files import (
+    apply_overrides,
+    dump_config,
+    load_config,
+    read_yaml,
+    recipe_configs,
+    resolve_config,
+    save_config,
+)
 from mmix_applied.engine.config.schema import (
     Config,
     ConfigError,
@@ -38,5 +46,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_yaml",
+    "recipe_configs",
+    "resolve_config",
     "save_config",
 ]

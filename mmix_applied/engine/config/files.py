@@ -1,8 +1,14 @@
-"""Config files and overrides: read YAML safely, apply dotted ``key=value`` overrides, save atomically."""
+"""Config files and overrides: read YAML safely, apply dotted ``key=value`` overrides, save atomically.
+
+A config source is a YAML path or the name of a recipe config shipped with the package
+(``classification``: ``configs/classification.yaml`` of the repository, installed as
+``mmix_applied.configs``); a path that exists wins over a name (:func:`resolve_config`).
+"""
 
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -13,8 +19,13 @@ import yaml
 from mmix_applied.engine.config.schema import Config, ConfigError, ConfigTypeError, config_to_dict
 from mmix_applied.engine.config.validate import parse_config
 from mmix_applied.utils.atomic import atomic_write_text
+from mmix_applied.utils.hints import did_you_mean
 
-__all__ = ["NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml", "save_config"]
+__all__ = ["NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml", "recipe_configs",
+           "resolve_config", "save_config"]
+
+#: The package the recipe configs ship in (``configs/`` of the repository; see pyproject.toml).
+CONFIGS_PACKAGE = "mmix_applied.configs"
 
 
 class NoAliasLoader(yaml.SafeLoader):
@@ -115,10 +126,46 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
+def recipe_configs() -> list[str]:
+    """The names of the recipe configs shipped with the package (``-c NAME``), sorted."""
+    return sorted(ref.name[: -len(".yaml")] for ref in importlib.resources.files(CONFIGS_PACKAGE).iterdir()
+                  if ref.name.endswith(".yaml"))
+
+
+def resolve_config(source: str | os.PathLike) -> Path:
+    """The YAML file a config source names: a path that exists, else a shipped recipe config of that name.
+
+    A path that exists always wins (a file of your own called ``classification`` is read, not the
+    shipped one). A name is a shipped file's stem: ``classification``, ``segmentation_3d``,
+    ``handwriting_none`` (:func:`recipe_configs`); it works from any folder, without a clone.
+
+    Raises:
+        FileNotFoundError: ``source`` is neither an existing path nor a shipped name; the message
+            lists the shipped names and suggests the closest.
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    names = recipe_configs()
+    if str(source) in names:
+        return Path(str(importlib.resources.files(CONFIGS_PACKAGE) / f"{source}.yaml"))
+    raise FileNotFoundError(
+        f"config file {str(source)!r} does not exist, and it is not the name of a recipe config shipped with "
+        f"mmix_applied.{did_you_mean(path.stem, names)} Pass a YAML path, or one of the shipped names: "
+        f"{', '.join(names)} (e.g. -c {names[0] if names else 'classification'})")
+
+
 def load_config(source: str | os.PathLike | Mapping[str, Any] | None = None,
                 overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML file (or mapping; ``None`` for all defaults), apply overrides, validate."""
-    raw = dict(source) if isinstance(source, Mapping) else read_yaml(source) if source is not None else {}
+    """Load a config, apply overrides, validate.
+
+    ``source``: a YAML path, the name of a shipped recipe config (:func:`resolve_config`), a mapping,
+    or ``None`` for all defaults. Example: ``load_config("classification", ["train.max_epochs=3"])``.
+    """
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        raw = read_yaml(resolve_config(source)) if source is not None else {}
     return parse_config(apply_overrides(raw, overrides))
 
 

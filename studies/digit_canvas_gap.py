@@ -1,6 +1,6 @@
 """Does the digit-canvas task have a generalisation gap? Train Dice vs test Dice of an unmixed U-Net.
 
-    python benchmarks/digit_canvas_gap.py [--epochs 120] [--num-train 64] [--seed 0]
+    python studies/digit_canvas_gap.py [--epochs 120] [--num-train 64] [--seed 0]
 
 A plain PyTorch loop (no mixing, no engine): the segmentation recipe's MONAI UNet (channels
 16-32-64-128, strides 2, one residual unit) trained with the project's Segmentation adapter
@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 
 from mmix_applied.adapters import Segmentation
 from mmix_applied.data.digit_canvas import NUM_CANVAS_CLASSES, digit_canvas_datasets
+
+__all__ = ["main"]
 
 
 def _dice(model: torch.nn.Module, loader: DataLoader) -> float:

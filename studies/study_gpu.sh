@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The study of issue #11 on one GPU (sized for one H200 in under 10 minutes; NOT yet measured there).
 #
-#   bash benchmarks/study_gpu.sh           # on a GPU machine: the report lands in $OUT (or ./study_gpu)
-#   bash benchmarks/study_gpu.sh --smoke   # a tiny version on CPU, to prove the script works
+#   bash studies/study_gpu.sh           # on a GPU machine: the report lands in $OUT (or ./study_gpu)
+#   bash studies/study_gpu.sh --smoke   # a tiny version on CPU, to prove the script works
 #
-# Runs benchmarks/study.py --profile gpu (bf16-mixed, GPU batch sizes, paper-like lengths: 400 epochs
+# Runs studies/study.py --profile gpu (bf16-mixed, GPU batch sizes, paper-like lengths: 400 epochs
 # on 20 labels per class, 200 on 100) for the classification study and the segmentation study, 3
 # seeds, in priority order; no regime starts after --budget-s seconds, so the run ends in time even
 # if a regime is slower than estimated (the report then marks the rest "not measured").
@@ -39,7 +39,7 @@ regimes="cls20-long,seg-digit-canvas,cls100-long,cls100-long-a0.2,cls100-long-a2
 
 if [[ "$smoke" == 1 ]]; then
   echo "study_gpu.sh --smoke: the GPU profile's regimes, tiny, on CPU (the numbers mean nothing)"
-  "$PYTHON" benchmarks/study.py --profile gpu --quick --accelerator cpu --only "$regimes" --seeds 0,1 \
+  "$PYTHON" studies/study.py --profile gpu --quick --accelerator cpu --only "$regimes" --seeds 0,1 \
     --out "$runs/study"
 else
   if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -49,7 +49,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}"
   start=$(date +%s)
-  "$PYTHON" benchmarks/study.py --profile gpu --only "$regimes" --seeds 0,1,2 --budget-s 420 --out "$runs/study"
+  "$PYTHON" studies/study.py --profile gpu --only "$regimes" --seeds 0,1,2 --budget-s 420 --out "$runs/study"
   echo "study_gpu.sh: study took $(( $(date +%s) - start )) s"
 fi
 

@@ -1,6 +1,6 @@
 """The study behind ``docs/results.md``: every regime of issue #11 through ``compare``, one report.
 
-    python benchmarks/study.py [--quick] [--profile cpu|gpu] [--only NAME,...] [--seeds 0,1,2]
+    python studies/study.py [--quick] [--profile cpu|gpu] [--only NAME,...] [--seeds 0,1,2]
         [--out runs/study] [--budget-s SECONDS] [--accelerator cpu] [--list] [--variants none,...]
         [--cells CELL,...] [--report-only] [--publish docs/results]
 
@@ -18,7 +18,10 @@ any clone, after the run folders (checkpoints, gigabytes) are gone.
 
 ``--quick`` is a smoke run (tiny models, 1 epoch, 2 batches, 2 seeds; about a minute on a
 2-core CPU): it proves the driver, its numbers mean nothing. ``--profile gpu`` uses the run
-lengths and batch sizes sized for one H200 (see ``benchmarks/study_gpu.sh``).
+lengths and batch sizes sized for one H200 (see ``studies/study_gpu.sh``).
+
+Run as a script (``python studies/study.py``): Python puts ``studies/`` first on the import path,
+which is how :mod:`study_regimes` is found; the package is used through its public modules only.
 """
 
 from __future__ import annotations
@@ -35,10 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
-from study_regimes import (  # noqa: E402
+import torch
+from study_regimes import (
     GOALS,
     KEY_METRICS,
     REGIMES,
@@ -51,10 +52,10 @@ from study_regimes import (  # noqa: E402
     pool,
 )
 
-from mmix_applied.compare import compare  # noqa: E402
-from mmix_applied.config import load_config  # noqa: E402
-from mmix_applied.reports.comparison import paired_differences, render_report, summarize  # noqa: E402
-from mmix_applied.utils.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from mmix_applied.compare import compare
+from mmix_applied.config import load_config
+from mmix_applied.reports.comparison import paired_differences, render_report, summarize
+from mmix_applied.utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["assemble", "main", "publish", "run_regime"]
 
@@ -393,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         records.append(run_regime(regime, out=out, seeds=seeds, overrides=overrides, deadline=deadline,
                                   quick=args.quick, report_only=args.report_only, only_variants=only_variants,
                                   only_cells=only_cells))
-    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/study.py", *(argv if argv is not None
+    command = " ".join(shlex.quote(a) for a in ["python", "studies/study.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
     header = _machine(args.profile) + ([
         "Assembled from the runs already under the output folder (`--report-only`): nothing was trained by this "

@@ -1,27 +1,11 @@
 """The study driver without training: the goal checks on synthetic rows (numbers chosen on each
 side of every threshold), the assembled report, skipped regimes, and the regime list's overrides."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
-
-from tests.helpers import ROOT
-
-BENCH = ROOT / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-regimes = _load("study_regimes")
-study = _load("study")
+import study
+import study_regimes as regimes
 
 
 def _rows(recipe, values, seeds=(0, 1, 2)):
@@ -79,9 +63,9 @@ def test_assemble_sections_goals_and_skips(tmp_path):
                {"name": "seg-digit-canvas", "skipped": "ConfigError: no digit_canvas",
                 "cells": [{"cell": None, "skipped": "ConfigError: no digit_canvas", "command": "mmix-applied compare -c S",
                            "out": str(tmp_path / "seg-digit-canvas")}]}]
-    text = study.assemble(records, command="python benchmarks/study.py --only cls20-long")
+    text = study.assemble(records, command="python studies/study.py --only cls20-long")
     lines = text.splitlines()
-    assert lines[3] == "python benchmarks/study.py --only cls20-long"
+    assert lines[3] == "python studies/study.py --only cls20-long"
     goal = [line for line in lines if line.startswith("| Overfitting") and "| cls20-long |" in line]
     assert len(goal) == 1 and "**met**" in goal[0]
     assert any("| seg-digit-canvas | **not measured** | skipped: ConfigError" in line for line in lines)

@@ -197,7 +197,7 @@ REGIMES: tuple[Regime, ...] = (
     Regime("seg-digit-canvas", "Segmentation with a generalisation gap: MNIST digits on 64 x 64 canvases", _SEG,
            _CANVAS,
            # 120 epochs of 8 steps: an unmixed U-Net reaches train Dice 0.85 vs test 0.59 (40 epochs: 0.33
-           # vs 0.28, underfit); benchmarks/digit_canvas_gap.py, 2026-12-01. The CPU study runs 90 (what
+           # vs 0.28, underfit); studies/digit_canvas_gap.py, 2026-12-01. The CPU study runs 90 (what
            # 2 cores had time for beside the classification study, 2026-12-02). GPU: 300 x 4 steps.
            {"cpu": ("train.max_epochs=90", "data.batch_size=8", "train.check_val_every_n_epoch=10"),
             "gpu": ("train.max_epochs=300", "data.batch_size=16"),
@@ -208,7 +208,7 @@ REGIMES: tuple[Regime, ...] = (
            _CANVAS120_SIZES, variants=("none", "manifold"), quick=False,
            label="a=0.4",
            note="As seg-digit-canvas for 120 epochs, the length where the unmixed U-Net overfits (train Dice 0.85 "
-                "vs test 0.59, benchmarks/digit_canvas_gap.py): the regime a regulariser is for."),
+                "vs test 0.59, studies/digit_canvas_gap.py): the regime a regulariser is for."),
     Regime("seg-canvas120-a0.2", "Segmentation with a generalisation gap, 120 epochs, alpha 0.2", _SEG,
            (*_CANVAS, "mix.alpha=0.2"),
            _CANVAS120_SIZES, variants=("manifold",), quick=False,
