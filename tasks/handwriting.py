@@ -296,12 +296,10 @@ class HandwritingRecipe(Recipe):
         return list(zip(batch["paths"], self.decode(output, lengths)))
 
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
-        """Write ``path<TAB>transcription`` lines (the TSV input format) atomically.
+        """Write a CSV of ``path,text`` rows (a header, then one quoted row per line image) to ``path``, atomically.
 
-        The engine's default name ``predictions.csv`` becomes ``predictions.tsv``; other names are kept.
+        CSV quoting keeps file names with tabs, commas, quotes or newlines intact; the file reads back
+        as a training list (``data.format: tsv`` takes it: :func:`~mmix_applied.data.text_lines.read_tsv`).
         """
-        path = Path(path)
-        if path.name == "predictions.csv":
-            path = path.with_suffix(".tsv")
         rows = [row for batch in predictions for row in batch]
-        return write_table(path, rows, delimiter="\t")
+        return write_table(path, rows, header=["path", "text"])

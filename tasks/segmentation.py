@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +33,12 @@ from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.engine.rundir import check_output_folder
 from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
 from mmix_applied.tasks.segmentation_data import SegmentationDatasets
+from mmix_applied.utils.atomic import atomic_write_bytes
 
 __all__ = ["SegmentationData", "SegmentationOptions", "SegmentationRecipe"]
 
@@ -282,9 +285,16 @@ class SegmentationRecipe(Recipe):
         inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
         return inverted["pred"]
 
+    def check_prediction_output(self, path: Path) -> None:
+        """The masks go to the folder named like ``path`` without its suffix: refuse one holding other files
+        (``--output data/x/img.csv`` would put them among the images of ``data/x/img/``)."""
+        check_output_folder(Path(path).parent / Path(path).stem, table=path)
+
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        """One mask file per image (atomic) in ``<path without suffix>/``, and the ``name,mask`` table at ``path``."""
         rows = [row for batch in predictions for row in (batch if isinstance(batch, list) else [batch])]
         path = Path(path)
+        self.check_prediction_output(path)
         out_dir = path.parent / path.stem
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
@@ -328,15 +338,24 @@ def _write_mask(row: dict[str, Any], out_dir: Path, *, binary: bool) -> Path:
 
         data = np.moveaxis(mask, 0, -1) if mask.ndim == 4 else mask  # multilabel: channels last
         file = out_dir / f"{row['name']}_seg.nii.gz"
-        nib.save(nib.Nifti1Image(data.astype(np.uint8), row["affine"]), str(file))
+        volume = nib.Nifti1Image(data.astype(np.uint8), row["affine"]).to_bytes()
+        atomic_write_bytes(file, gzip.compress(volume, compresslevel=6, mtime=0))
         return file
-    import cv2
-
     if mask.ndim == 3:  # multilabel: one PNG per label
         for c in range(mask.shape[0]):
-            cv2.imwrite(str(out_dir / f"{row['name']}_label{c}.png"), (mask[c] * 255).astype(np.uint8))
+            _write_png(out_dir / f"{row['name']}_label{c}.png", (mask[c] * 255).astype(np.uint8))
         return out_dir / f"{row['name']}_label0.png"
     file = out_dir / f"{row['name']}.png"
     dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
-    cv2.imwrite(str(file), (mask * 255 if binary else mask).astype(dtype))
+    _write_png(file, (mask * 255 if binary else mask).astype(dtype))
     return file
+
+
+def _write_png(file: Path, image: np.ndarray) -> None:
+    """Encode ``image`` as PNG and write it atomically (``cv2.imwrite`` fails silently on a full disk)."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode the predicted mask {str(file)!r} as PNG ({image.dtype}, {image.shape})")
+    atomic_write_bytes(file, data.tobytes())

@@ -26,7 +26,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.rundir import write_error
+from mmix_applied.models.weights import unsafe_global_detail
 from mmix_applied.utils.atomic import atomic_write
+from mmix_applied.utils.interrupts import Stopped
 
 __all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_state_shapes",
            "load_checkpoint", "read_run_checkpoint"]
@@ -81,10 +83,7 @@ def _first_sentence(err: BaseException) -> str:
 
 def _unsafe_detail(err: BaseException) -> str:
     """The line of torch's weights-only error that names the blocked global (never its advice)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    detail = named[0] if named else "an object of an unsupported type"
-    return detail.rstrip(".")
+    return unsafe_global_detail(err)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -103,6 +102,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as err:
             raise write_error(err, path, kept=kept) from err
         except RuntimeError as err:  # torch's zip writer: "[enforce fail at inline_container.cc] unexpected pos"
+            if isinstance(err.__context__, (KeyboardInterrupt, Stopped)):  # Ctrl-C inside torch.save: not the disk
+                raise err.__context__ from None
             if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
                 raise
             raise write_error(err, path, kept=kept) from err
