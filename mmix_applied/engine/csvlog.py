@@ -4,9 +4,10 @@ Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts (wi
 CLI hides), so a resumed run kept only the rows logged after the resume. :class:`HistoryCSVLogger`
 is that logger, with three changes:
 
-* on resume (:meth:`HistoryCSVLogger.resume_at`) the rows already in the file are kept, up to the
-  checkpoint's global step; rows logged after that step belong to the part of the run the kill
-  lost, which the resumed run logs again, so they are dropped instead of appearing twice;
+* on resume (:meth:`HistoryCSVLogger.resume_at`) the rows already in the file are kept, those
+  logged before the checkpoint's global step; rows logged from that step on belong to the part of
+  the run the kill lost, which the resumed run logs again, so they are dropped instead of
+  appearing twice (a resumed run's log equals an uninterrupted run's);
 * the rows logged so far are written out whenever a checkpoint is saved (Lightning writes them
   every 100 steps), so a killed run's log reaches its last checkpoint;
 * a rewrite of the file (when a new column appears) is atomic, and a stop requested by Ctrl-C or
@@ -64,7 +65,9 @@ class _HistoryWriter(ExperimentWriter):
             reader = csv.DictReader(fh)
             rows = list(reader)
             header = list(reader.fieldnames or [])
-        kept = [row for row in rows if not _step(row) > self._keep_until_step]  # NaN (no step): kept
+        # Lightning logs a step's metrics under the global step before it (an epoch's validation under its
+        # last training step), so the rows of the checkpoint's part of the run are those below its global step
+        kept = [row for row in rows if not _step(row) >= self._keep_until_step]  # NaN (no step): kept
         if len(kept) != len(rows):
             _write_rows(self.metrics_file_path, header, kept)
         self.metrics_keys = sorted(header)
@@ -87,7 +90,7 @@ class HistoryCSVLogger(CSVLogger):
         self._keep_until_step: int | None = None
 
     def resume_at(self, step: int) -> None:
-        """Keep the rows already logged up to global step ``step`` (the resumed checkpoint's); call before fit."""
+        """Keep the rows already logged before global step ``step`` (the resumed checkpoint's); call before fit."""
         self._keep_until_step = int(step)
 
     @property

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-__all__ = ["SIGNALS", "Stopped", "deferred", "install", "received"]
+__all__ = ["SIGNALS", "Stopped", "deferred", "ignore", "install", "received"]
 
 #: The signals that stop a command cleanly.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -63,10 +63,11 @@ class _State:
     depth = 0  # atomic writes in progress in the main thread
     pending: int | None = None  # a signal received during one, raised when it ends
     received: int | None = None  # the first signal received since install()
+    ignoring = False  # set by ignore(): the command is reporting its stop
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:
-    if os.getpid() != _State.pid:  # a forked process (a DataLoader worker): the command stops it
+    if os.getpid() != _State.pid or _State.ignoring:  # a forked process (a DataLoader worker): the command stops it
         return
     if _State.received is None:
         _State.received = signum
@@ -85,7 +86,7 @@ def install() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS}
-    _State.pid, _State.depth, _State.pending, _State.received = os.getpid(), 0, None, None
+    _State.pid, _State.depth, _State.pending, _State.received, _State.ignoring = os.getpid(), 0, None, None, False
     for s in SIGNALS:
         signal.signal(s, _handle)
 
@@ -96,6 +97,11 @@ def install() -> Callable[[], None]:
         _State.pid = None
 
     return restore
+
+
+def ignore() -> None:
+    """Ignore further signals until the handlers are restored (while the command reports how it stopped)."""
+    _State.ignoring = True
 
 
 def received() -> int | None:
