@@ -296,10 +296,15 @@ class HandwritingRecipe(Recipe):
         return list(zip(batch["paths"], self.decode(output, lengths)))
 
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
-        """Write a CSV of ``path,text`` rows (a header, then one quoted row per line image) to ``path``, atomically.
+        """Write the transcriptions to ``path`` (atomically): CSV ``path,text`` rows, or TSV for a ``.tsv`` name.
 
-        CSV quoting keeps file names with tabs, commas, quotes or newlines intact; the file reads back
-        as a training list (``data.format: tsv`` takes it: :func:`~mmix_applied.data.text_lines.read_tsv`).
+        CSV (a ``path,text`` header, then one quoted row per line image) keeps file names with tabs,
+        commas, quotes or newlines intact. A ``.tsv`` file holds ``path<TAB>text`` lines after a
+        ``# mmix-applied predictions`` comment; a name or text with a tab or a line break cannot be
+        written there (ValueError: write CSV). Both read back as a training list
+        (:func:`~mmix_applied.data.text_lines.read_tsv`), so corrected predictions can be trained on.
         """
         rows = [row for batch in predictions for row in batch]
+        if Path(path).suffix.lower() == ".tsv":
+            return write_table(path, [["# mmix-applied predictions: path<TAB>text"], *rows], delimiter="\t")
         return write_table(path, rows, header=["path", "text"])
