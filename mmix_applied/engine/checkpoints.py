@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from mmix_applied.models.weights import unsafe_global_detail
 from mmix_applied.utils.atomic import atomic_write
 from mmix_applied.utils.interrupts import Stopped
 
-__all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_state_shapes",
+__all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_resume_limits",
+           "check_state_shapes",
            "load_checkpoint", "read_run_checkpoint"]
 
 
@@ -218,3 +220,36 @@ def check_resume_config(checkpoint: dict[str, Any], config: Config, path: str | 
         "(another run.name) with the new values; keys that may change: train.max_epochs, train.max_steps, the "
         "device and logging keys of train, data.num_workers and run.*"
     )
+
+
+def check_resume_limits(state: dict[str, Any], config: Config, ckpt: Path) -> int:
+    """Refuse a resume whose checkpoint has trained past ``train.max_epochs`` / ``train.max_steps``; returns its
+    global step.
+
+    Lightning would refuse it (or train nothing) only after the run directory was rewritten; this
+    runs before anything is written.
+
+    Raises:
+        CheckpointError: Naming the limit, what the checkpoint has trained, and what to run instead.
+    """
+    step = int(state.get("global_step") or 0)
+    try:
+        epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epochs = int(state.get("epoch") or 0) + 1
+    t = config.train
+    over, raise_to = [], []
+    if t.max_epochs not in (None, -1) and epochs > t.max_epochs:
+        over.append(f"train.max_epochs={t.max_epochs} (it has trained {epochs} epochs)")
+        raise_to.append(f"train.max_epochs={epochs + 1}")
+    if t.max_steps not in (None, -1) and step > t.max_steps:
+        over.append(f"train.max_steps={t.max_steps} (it is at global step {step})")
+        raise_to.append(f"train.max_steps={2 * step}")
+    if over:
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        raise CheckpointError(
+            f"--resume {str(ckpt)!r}: the checkpoint has trained past {' and '.join(over)}, so there is nothing to "
+            f"continue; nothing was changed in {str(run)!r}. To train further, raise the limit (e.g. "
+            f"{' '.join(raise_to)}); to evaluate it: mmix-applied test --checkpoint {shlex.quote(str(run))}"
+        )
+    return step

@@ -20,10 +20,12 @@ import os
 import shutil
 import stat
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-__all__ = ["PREDICTION_HEADERS", "RunLock", "RunLockedError", "RunWriteError", "check_output_folder",
+from mmix_applied.errors import ConfigError
+
+__all__ = ["PREDICTION_HEADERS", "RunLock", "RunLockedError", "RunWriteError", "check_output_folder", "check_run_name",
            "is_checkpoint_file", "prediction_output", "write_error"]
 
 # First-line prefixes of the tables our recipes' ``write_predictions`` produce.
@@ -307,3 +309,14 @@ def _free_bytes(path: Path) -> int | None:
             except OSError:
                 return None
     return None
+
+
+def check_run_name(name: str) -> None:
+    """A run name is a folder inside ``run.dir``: relative, without ``..`` (nested names such as ``a/b`` are fine)."""
+    parts = PurePath(name).parts
+    if PurePath(name).is_absolute() or not parts or ".." in parts or "\0" in name:
+        raise ConfigError(
+            f"config key 'run.name': received {name!r}; a run name is a folder inside run.dir, so it must be "
+            "relative and must not contain '..' (it would write outside run.dir). Use e.g. run.name=my-run, "
+            "and run.dir to choose where runs go"
+        )

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,19 +29,19 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
 from mmix_applied.engine.checkpoints import (
     AtomicCheckpointIO,
-    CheckpointError,
     check_resume_config,
+    check_resume_limits,
     check_state_shapes,
     read_run_checkpoint,
 )
-from mmix_applied.engine.config import Config, ConfigError, parse_config, read_yaml, save_config
+from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
 from mmix_applied.engine.csvlog import HistoryCSVLogger
 from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
 from mmix_applied.engine.posthoc import calibrate_run
 from mmix_applied.engine.recipe import get_recipe
-from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
+from mmix_applied.engine.rundir import RunLock, RunWriteError, check_run_name, prediction_output, write_error
 from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
 from mmix_applied.utils.atomic import atomic_write_text
 from mmix_applied.utils.interrupts import Stopped
@@ -58,19 +57,8 @@ def run_dir_of(config: Config) -> Path:
     if not name:
         name = f"{config.recipe}-{config.mix.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
         config.run.name = name
-    _check_run_name(name)
+    check_run_name(name)
     return Path(config.run.dir) / name
-
-
-def _check_run_name(name: str) -> None:
-    """A run name is a folder inside ``run.dir``: relative, without ``..`` (nested names such as ``a/b`` are fine)."""
-    parts = PurePath(name).parts
-    if PurePath(name).is_absolute() or not parts or ".." in parts or "\0" in name:
-        raise ConfigError(
-            f"config key 'run.name': received {name!r}; a run name is a folder inside run.dir, so it must be "
-            "relative and must not contain '..' (it would write outside run.dir). Use e.g. run.name=my-run, "
-            "and run.dir to choose where runs go"
-        )
 
 
 def resolve_checkpoint(resume: str | os.PathLike, config: Config | None = None) -> Path:
@@ -211,7 +199,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         RunWriteError: A file of the run cannot be written (read-only folder, full disk).
     """
     if config.run.name:
-        _check_run_name(config.run.name)  # before `--resume last` looks under it
+        check_run_name(config.run.name)  # before `--resume last` looks under it
     ckpt = resolve_checkpoint(resume, config) if resume is not None else None
     state = None
     if ckpt is not None:
@@ -219,7 +207,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         config.run.dir, config.run.name = str(run_dir.parent), run_dir.name
         state = read_run_checkpoint(ckpt, config)
         check_resume_config(state, config, ckpt)
-        resumed_step = _check_resume_limits(state, config, ckpt)
+        resumed_step = check_resume_limits(state, config, ckpt)
     else:
         run_dir = run_dir_of(config)
     launcher = os.environ.get(_RUN_NAME_ENV) is None  # DDP children share the launching process's lock
@@ -273,30 +261,6 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         if lock is not None:
             lock.release()
     return run_dir
-
-
-def _check_resume_limits(state: dict[str, Any], config: Config, ckpt: Path) -> int:
-    """Refuse a resume whose checkpoint has trained past ``train.max_epochs`` / ``train.max_steps`` (Lightning
-    would refuse it, or train nothing, after the run directory was rewritten); returns its global step."""
-    step = int(state.get("global_step") or 0)
-    try:
-        epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError, ValueError):
-        epochs = int(state.get("epoch") or 0) + 1
-    t = config.train
-    over = []
-    if t.max_epochs not in (None, -1) and epochs > t.max_epochs:
-        over.append(f"train.max_epochs={t.max_epochs} (it has trained {epochs} epochs)")
-    if t.max_steps not in (None, -1) and step > t.max_steps:
-        over.append(f"train.max_steps={t.max_steps} (it is at global step {step})")
-    if over:
-        run = _run_dir_of_checkpoint(ckpt)
-        raise CheckpointError(
-            f"--resume {str(ckpt)!r}: the checkpoint has trained past {' and '.join(over)}, so there is nothing to "
-            f"continue; nothing was changed in {str(run)!r}. To train further, raise the limit (e.g. "
-            f"train.max_epochs={epochs + 1}); to evaluate it: mmix-applied test --checkpoint {shlex.quote(str(run))}"
-        )
-    return step
 
 
 def _stop_children(trainer: pl.Trainer, signum: int) -> None:
