@@ -2,13 +2,19 @@
 and write failures (read-only folder, full disk) reported with the path and the cause.
 
 * :class:`RunLock` holds an exclusive ``fcntl.flock`` on ``run_dir/.lock`` (the file holds the
-  owner's PID). The kernel drops the lock when its process ends, so a lock file left by a killed
-  run is simply taken over; a second live run into the same directory fails at once naming the
-  first one's PID.
-* :func:`prediction_output` decides where ``predict`` may write: a folder means
-  ``folder/predictions.csv``; an existing file is replaced only if it is a previous prediction of
-  ours (recognised by its first line) or ``overwrite=True``; a checkpoint is never replaced.
-* :class:`RunWriteError` is the one error for a file the run could not write.
+  owner's PID; it is opened without following a link, and must be a regular file with one name).
+  The kernel drops the lock when its process ends, so a lock file left by a killed run is simply
+  taken over; a second live run into the same directory fails at once naming the first one's PID.
+* :func:`prediction_output` decides where ``predict`` may write: a folder (or a new name without
+  a suffix) means ``folder/predictions.csv``; an existing file is replaced only if it is a previous
+  prediction of ours (recognised by its first line) or ``overwrite=True``; a checkpoint or an
+  input is never replaced.
+* :func:`check_output_folder` keeps files a recipe writes beside its table (segmentation masks)
+  out of a folder holding files no earlier prediction wrote (the user's images).
+* :func:`check_run_name` keeps a run inside ``run.dir`` (no absolute name, no ``..``).
+* :class:`RunWriteError` is the one error for a file the run could not write; :func:`write_error`
+  names a full disk as such (with the space free when the write failed) and a folder that was
+  deleted while the run wrote to it.
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ class RunLock:
 
     Raises:
         RunLockedError: Another live process holds the lock (the message names its PID).
-        RunWriteError: The lock file cannot be created (read-only or full disk).
+        FileExistsError: ``.lock`` is a symbolic link, a hard link or not a regular file (nothing is written).
+        RunWriteError: The lock file cannot be created or the PID written (read-only or full disk).
     """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:

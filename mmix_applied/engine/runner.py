@@ -195,8 +195,11 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         FileExistsError: If the run directory already holds checkpoints and ``resume`` is not given,
             or another live run holds its lock (:class:`~mmix_applied.engine.rundir.RunLockedError`).
         CheckpointError: ``resume`` names a checkpoint of another recipe or model, one whose shapes
-            differ, or the config changes keys that cannot change on resume.
+            differ, the config changes keys that cannot change on resume, or ``train.max_epochs`` /
+            ``train.max_steps`` are below what the checkpoint has trained.
+        ConfigError: ``run.name`` is absolute or holds ``..`` (it would write outside ``run.dir``).
         RunWriteError: A file of the run cannot be written (read-only folder, full disk).
+        Stopped: Ctrl-C or SIGTERM under the command line's handlers (:mod:`mmix_applied.utils.interrupts`).
     """
     if config.run.name:
         check_run_name(config.run.name)  # before `--resume last` looks under it
