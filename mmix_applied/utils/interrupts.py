@@ -86,6 +86,7 @@ def install() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS}
+    state = (_State.pid, _State.depth, _State.pending, _State.received, _State.ignoring)
     _State.pid, _State.depth, _State.pending, _State.received, _State.ignoring = os.getpid(), 0, None, None, False
     for s in SIGNALS:
         signal.signal(s, _handle)
@@ -94,7 +95,7 @@ def install() -> Callable[[], None]:
         for s, handler in previous.items():
             if signal.getsignal(s) is _handle and handler is not None:
                 signal.signal(s, handler)
-        _State.pid = None
+        _State.pid, _State.depth, _State.pending, _State.received, _State.ignoring = state  # an outer install's
 
     return restore
 
