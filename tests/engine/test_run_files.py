@@ -233,3 +233,28 @@ def test_a_checkpoint_and_config_are_readable_by_the_group_under_umask_022(tmp_p
     assert code.returncode == 0, code.stderr[-2000:]
     for name in ("config.yaml", "checkpoints/last.ckpt", "fit_summary.json"):
         assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o644, name
+
+
+def test_ctrl_c_inside_torchs_writer_is_an_interrupt_not_a_disk_error(tmp_path, monkeypatch):
+    """Library use (no CLI handlers): a KeyboardInterrupt inside torch.save breaks torch's zip writer,
+    whose RuntimeError ("unexpected pos") was reported as a write failure hinting at a full disk."""
+    import io
+
+    real = torch.save
+
+    class Interrupted(io.RawIOBase):
+        calls = 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            Interrupted.calls += 1
+            if Interrupted.calls == 3:
+                raise KeyboardInterrupt
+            return len(data)
+
+    monkeypatch.setattr(torch, "save", lambda obj, fh, *a, **k: real(obj, Interrupted()))
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(100_000)}, tmp_path / "last.ckpt")
+    assert not list(tmp_path.iterdir())
