@@ -12,8 +12,10 @@ imports none of Lightning, timm, smp or MONAI. The layers are described in docs/
 import os as _os
 
 # The one place this is set: every submodule import runs this file first, so no albumentations
-# import anywhere in the package can happen before it (it stops albumentations' update check).
-_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# import anywhere in the package can happen before it. It stops albumentations' update check (a
+# request to pypi.org at import): forced, since albumentations checks unless the value is "1" or
+# "true", so a user's "0" or empty value would let the import reach the network.
+_os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 from mmix_applied import adapters  # noqa: E402
 from mmix_applied._version import __version__  # noqa: E402

@@ -325,12 +325,15 @@ class HandwritingRecipe(Recipe):
         return list(zip(batch["paths"], self.decode(output, lengths)))
 
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
-        """Write ``path<TAB>transcription`` lines (the TSV input format) atomically.
+        """Write the transcriptions to ``path`` (atomically): CSV ``path,text`` rows, or TSV for a ``.tsv`` name.
 
-        The engine's default name ``predictions.csv`` becomes ``predictions.tsv``; other names are kept.
+        CSV (a ``path,text`` header, then one quoted row per line image) keeps file names with tabs,
+        commas, quotes or newlines intact. A ``.tsv`` file holds ``path<TAB>text`` lines after a
+        ``# mmix-applied predictions`` comment; a name or text with a tab or a line break cannot be
+        written there (ValueError: write CSV). Both read back as a training list
+        (:func:`~mmix_applied.data.text_lines.read_tsv`), so corrected predictions can be trained on.
         """
-        path = Path(path)
-        if path.name == "predictions.csv":
-            path = path.with_suffix(".tsv")
         rows = [row for batch in predictions for row in batch]
-        return write_table(path, rows, delimiter="\t")
+        if Path(path).suffix.lower() == ".tsv":
+            return write_table(path, [["# mmix-applied predictions: path<TAB>text"], *rows], delimiter="\t")
+        return write_table(path, rows, header=["path", "text"])

@@ -35,6 +35,7 @@ from mmix_applied.engine.config.ranges import check_lengths
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.engine.rundir import check_output_folder
 from mmix_applied.errors import ConfigError
 from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
@@ -328,9 +329,16 @@ class SegmentationRecipe(Recipe):
         inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
         return inverted["pred"]
 
+    def check_prediction_output(self, path: Path) -> None:
+        """The masks go to the folder named like ``path`` without its suffix: refuse one holding other files
+        (``--output data/x/img.csv`` would put them among the images of ``data/x/img/``)."""
+        check_output_folder(Path(path).parent / Path(path).stem, table=path)
+
     def write_predictions(self, predictions: list[Any], path: Path) -> Path:
+        """One mask file per image (atomic) in ``<path without suffix>/``, and the ``name,mask`` table at ``path``."""
         rows = [row for batch in predictions for row in (batch if isinstance(batch, list) else [batch])]
         path = Path(path)
+        self.check_prediction_output(path)
         out_dir = path.parent / path.stem
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []

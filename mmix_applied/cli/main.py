@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from collections.abc import Sequence
 
+from mmix_applied.cli.stops import CommandContext, quiet_rank, quiet_writer_threads, stop_message
 from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
 from mmix_applied.errors import MmixError
+from mmix_applied.utils import interrupts
 
 __all__ = ["main"]
+
+_context = CommandContext()  # what the running command has resolved (reported if a signal stops it)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmix-applied", description="Manifold Mixup for applied deep learning.")
@@ -141,12 +147,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(list(args.args))
     quiet_console(args.verbose)
+    _context.args = args
     if args.command == "compare":
         return compare_command(args)
     if args.command == "spectrum":
         return spectrum_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
     config = _load(args, hint)
+    _context.config = config
     if args.print_config:
         print(dump_config(config), end="")
         return 0
@@ -173,8 +181,39 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``mmix-applied``; returns the exit status."""
+    """Entry point of ``mmix-applied``; returns the exit status.
+
+    Ctrl-C (SIGINT) and SIGTERM stop a command cleanly (a checkpoint being saved is finished first):
+    one line says what was saved and the command that continues, and the status is 130 or 143.
+    """
+    global _context
     argv = list(sys.argv[1:] if argv is None else argv)
+    _context = CommandContext(started=time.time())
+    restore_signals, restore_threads = interrupts.install(), quiet_writer_threads()
+    try:
+        return _main(argv)
+    except interrupts.Stopped as stop:
+        return _stopped(stop, argv)
+    except KeyboardInterrupt:  # the handlers could not be installed (main() called outside the main thread)
+        return _stopped(interrupts.Stopped(signal.SIGINT), argv)
+    except SystemExit:  # Lightning's own SIGTERM exit (a bare SystemExit), had it come first
+        signum = interrupts.received()
+        if signum is None:
+            raise
+        return _stopped(interrupts.Stopped(signum), argv)
+    finally:
+        restore_threads()
+        restore_signals()
+
+
+def _stopped(stop: interrupts.Stopped, argv: list[str]) -> int:
+    interrupts.ignore()  # the report is not cut short by another Ctrl-C
+    if not quiet_rank():
+        print(stop_message(stop, argv, _context), file=sys.stderr, flush=True)
+    return stop.exit_code
+
+
+def _main(argv: list[str]) -> int:
     demo_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if demo_at is not None and argv[demo_at] == "demo":  # everything after `demo` belongs to the demo
         return _demo(argv[demo_at + 1:])

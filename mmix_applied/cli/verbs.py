@@ -78,6 +78,19 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_spectrum_run(config: object, ckpt: Path, run: Path) -> None:
+    """A classification run whose checkpoint is its own (recipe, model and shapes as its config.yaml says)."""
+    from mmix_applied.engine.checkpoints import read_run_checkpoint
+
+    read_run_checkpoint(ckpt, config)  # a checkpoint of another run or recipe: CheckpointError naming both
+    if config.recipe != "classification":
+        raise ValueError(
+            f"spectrum measures class-conditional spectra (one per class label of an image), so it takes "
+            f"classification runs; {str(run)!r} is a {config.recipe} run. For {config.recipe}, compare runs with "
+            f"`mmix-applied test` (or `mmix-applied compare`) instead"
+        )
+
+
 def spectrum_command(args: argparse.Namespace) -> int:
     """Compute, print, save and plot the spectra of each ``--checkpoint`` at ``--point``."""
     from mmix_applied.compare import checkpoint_spectrum
@@ -92,7 +105,9 @@ def spectrum_command(args: argparse.Namespace) -> int:
         ckpt = resolve_checkpoint(source)
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         label = run.name if run.name not in runs else str(run)
-        found = checkpoint_spectrum(config_of_checkpoint(ckpt), ckpt, args.point, max_samples=args.max_samples)
+        config = config_of_checkpoint(ckpt)
+        _check_spectrum_run(config, ckpt, run)
+        found = checkpoint_spectrum(config, ckpt, args.point, max_samples=args.max_samples)
         spectra = ClassSpectra.from_dict(found)
         runs[label] = spectra
         atomic_write_text(out / f"{label.replace('/', '_')}_{args.point}.json",

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MixingForward", "PlainState", "attached_mixer", "unwrap", "enclosing_ddp", "RecompileBudget"]
+__all__ = ["MixingForward", "PlainState", "attached_mixer", "unwrap", "enclosing_ddp", "refuse_scripted",
+           "RecompileBudget"]
 
 
 class MixingForward:
@@ -110,6 +111,31 @@ def attached_mixer(module: nn.Module) -> Any:
     """The open :class:`~mmix_applied.core.mixer.ManifoldMixup` attached to ``module``, or None."""
     forward = module.__dict__.get("forward") if isinstance(module, nn.Module) else None
     return forward.mixer if isinstance(forward, MixingForward) else None
+
+
+def refuse_scripted(model: nn.Module) -> None:
+    """Raise a TypeError for a TorchScript module (``torch.jit.script`` / ``torch.jit.trace``), also inside a wrapper.
+
+    Its forward is compiled TorchScript, not Python: there is nothing to trace into a cut graph and
+    no Python forward to route, so no hidden state can be mixed. (An ``torch.fx.GraphModule`` is a
+    Python module and is mixed as any other.)
+    """
+    inner = model
+    for _ in range(8):
+        if isinstance(inner, torch.jit.ScriptModule):
+            how = "torch.jit.trace" if isinstance(inner, torch.jit.TopLevelTracedModule) else "torch.jit.script"
+            raise TypeError(
+                f"received a TorchScript module ({type(inner).__name__}, from {how}); its forward is compiled "
+                "TorchScript, so its hidden states cannot be mixed. Give ManifoldMixup the Python model before "
+                "scripting or tracing it, train, then script or export the trained model (copies of a mixed model "
+                "are plain models)."
+            )
+        if type(inner).__name__ == "OptimizedModule" and isinstance(getattr(inner, "_orig_mod", None), nn.Module):
+            inner = inner._orig_mod
+        elif isinstance(inner, _wrapper_types()):
+            inner = inner.module
+        else:
+            return
 
 
 def _wrapper_types() -> tuple[type, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from .attachment import (
     attached_mixer,
     enclosing_ddp,
     plain_state_of,
+    refuse_scripted,
     remove_plain_state,
     unwrap,
 )
@@ -133,6 +135,7 @@ class ManifoldMixup:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; received {type(model).__name__}.")
+        refuse_scripted(model)
         wrapper, model = model, unwrap(model)
         existing = attached_mixer(model)
         if existing is not None:
@@ -167,7 +170,8 @@ class ManifoldMixup:
             self.generator.seed()
         else:
             self.generator.manual_seed(seed)
-        self._active: MixPlan | None = None
+        self._plans = threading.local()  # the active plan, per thread (see the `_active` property)
+        self._plans.plan = None  # set here, so a compiled step sees the same attributes on every call
         # Cut graphs for the plain call model(x), and per call key for calls with other non-tensor
         # arguments (flags, masks given or None), built when first seen.
         self._graphs: dict[str, fx.GraphModule] = {}
@@ -201,6 +205,26 @@ class ManifoldMixup:
         self._budget = RecompileBudget(len(self.points) + 1)
         self._budget.take()
         self._ddp_ref: Any = None  # the DDP wrapper found around the model (see _check_not_bypassing_ddp)
+
+    @property
+    def _active(self) -> MixPlan | None:
+        """The plan of the ``apply`` block the calling thread is in: each thread has its own, so two
+        threads training copies of a step with one mixer never mix with the other's plan."""
+        return getattr(self._plans, "plan", None)
+
+    @_active.setter
+    def _active(self, plan: MixPlan | None) -> None:
+        self._plans.plan = plan
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plans"] = None  # active plans belong to the threads of this process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._plans = threading.local()
+        self._plans.plan = None
 
     @staticmethod
     def attached(model: nn.Module) -> ManifoldMixup | None:

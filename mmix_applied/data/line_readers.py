@@ -6,13 +6,16 @@ Two list formats are read:
   then ``<id> <ok|err> <graylevel> <components> <x> <y> <w> <h> <transcription>`` where ``|``
   separates words; images live at ``<root>/<a01>/<a01-000u>/<a01-000u-00>.png`` (or flat at
   ``<root>/<a01-000u-00>.png``);
-* a plain TSV of ``path<TAB>text`` (relative paths resolve against the TSV's folder).
+* a plain TSV of ``path<TAB>text`` (relative paths resolve against the TSV's folder), or the CSV
+  that ``predict`` writes (first line ``path,text``; quoted, so names may hold tabs or newlines),
+  so corrected predictions can be trained on.
 
 Every record keeps its ``file:line``, quoted in every error about it.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Iterable, Sequence
@@ -21,9 +24,12 @@ from pathlib import Path
 
 from mmix_applied.data.charset import Charset, UnknownCharacterError
 
-__all__ = ["IAM_STATUSES", "LineRecord", "check_charset", "read_iam_lines", "read_tsv"]
+__all__ = ["IAM_STATUSES", "PREDICTIONS_HEADER", "LineRecord", "check_charset", "read_iam_lines", "read_tsv"]
 
 IAM_STATUSES = ("ok", "err")
+
+#: First line of the handwriting recipe's predictions (CSV ``path,text`` rows), also read as a list.
+PREDICTIONS_HEADER = "path,text"
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,14 @@ def read_tsv(
     root = Path(image_root) if image_root is not None else path.parent
     records = []
     with _open_utf8(path) as handle:
+        if handle.readline().rstrip("\r\n") == PREDICTIONS_HEADER:  # a predictions file of `predict`: CSV
+            reader = csv.reader(handle)
+            for row in reader:
+                if row and row[0]:
+                    text = row[1] if len(row) > 1 else ""
+                    records.append(LineRecord(root / row[0], text, f"{path}:{reader.line_num + 1}"))
+            return records
+        handle.seek(0)
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or line.startswith("#"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.rundir import write_error
 from mmix_applied.errors import MmixError
 from mmix_applied.lightning import KEY as MIXERS_KEY
+from mmix_applied.models.weights import unsafe_global_detail
 from mmix_applied.utils.atomic import atomic_write
+from mmix_applied.utils.interrupts import Stopped
 
-__all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_state_shapes",
-           "load_checkpoint", "read_run_checkpoint", "upgrade_checkpoint"]
+__all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_resume_limits",
+           "check_state_shapes", "load_checkpoint", "read_run_checkpoint", "upgrade_checkpoint"]
 
 #: The name the engine's mixer is saved under by MixerCheckpoint: it is attached to ``MixupModule.model``.
 ENGINE_MIXER = "model"
@@ -92,10 +95,7 @@ def _first_sentence(err: BaseException) -> str:
 
 def _unsafe_detail(err: BaseException) -> str:
     """The line of torch's weights-only error that names the blocked global (never its advice)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    detail = named[0] if named else "an object of an unsupported type"
-    return detail.rstrip(".")
+    return unsafe_global_detail(err)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -114,6 +114,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as err:
             raise write_error(err, path, kept=kept) from err
         except RuntimeError as err:  # torch's zip writer: "[enforce fail at inline_container.cc] unexpected pos"
+            if isinstance(err.__context__, (KeyboardInterrupt, Stopped)):  # Ctrl-C inside torch.save: not the disk
+                raise err.__context__ from None
             if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
                 raise
             raise write_error(err, path, kept=kept) from err
@@ -245,3 +247,36 @@ def check_resume_config(checkpoint: dict[str, Any], config: Config, path: str | 
         "(another run.name) with the new values; keys that may change: train.max_epochs, train.max_steps, the "
         "device and logging keys of train, data.num_workers and run.*"
     )
+
+
+def check_resume_limits(state: dict[str, Any], config: Config, ckpt: Path) -> int:
+    """Refuse a resume whose checkpoint has trained past ``train.max_epochs`` / ``train.max_steps``; returns its
+    global step.
+
+    Lightning would refuse it (or train nothing) only after the run directory was rewritten; this
+    runs before anything is written.
+
+    Raises:
+        CheckpointError: Naming the limit, what the checkpoint has trained, and what to run instead.
+    """
+    step = int(state.get("global_step") or 0)
+    try:
+        epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epochs = int(state.get("epoch") or 0) + 1
+    t = config.train
+    over, raise_to = [], []
+    if t.max_epochs not in (None, -1) and epochs > t.max_epochs:
+        over.append(f"train.max_epochs={t.max_epochs} (it has trained {epochs} epochs)")
+        raise_to.append(f"train.max_epochs={epochs + 1}")
+    if t.max_steps not in (None, -1) and step > t.max_steps:
+        over.append(f"train.max_steps={t.max_steps} (it is at global step {step})")
+        raise_to.append(f"train.max_steps={2 * step}")
+    if over:
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        raise CheckpointError(
+            f"--resume {str(ckpt)!r}: the checkpoint has trained past {' and '.join(over)}, so there is nothing to "
+            f"continue; nothing was changed in {str(run)!r}. To train further, raise the limit (e.g. "
+            f"{' '.join(raise_to)}); to evaluate it: mmix-applied test --checkpoint {shlex.quote(str(run))}"
+        )
+    return step

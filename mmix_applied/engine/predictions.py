@@ -1,4 +1,8 @@
-"""The prediction writer: delimited text tables written atomically (a kill never leaves half a file)."""
+"""The prediction writer: delimited text tables written atomically (a kill never leaves half a file).
+
+CSV (the default) quotes values holding commas, quotes or line breaks, so any file name survives;
+TSV has no quoting and refuses such values.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,13 @@ def write_table(path: str | os.PathLike, rows: Iterable[Sequence[Any]], *, heade
         ``path``.
     """
     text = io.StringIO()
-    if delimiter == "\t":  # TSV as our readers take it: no quoting
+    if delimiter == "\t":  # TSV as our readers take it: no quoting, so a value may hold no tab or line break
         lines = ([header] if header is not None else []) + [list(r) for r in rows]
+        for line in lines:
+            bad = next((str(v) for v in line if any(c in str(v) for c in "\t\r\n")), None)
+            if bad is not None:
+                raise ValueError(f"cannot write {bad!r} to the TSV {str(path)!r}: it holds a tab or a line break, "
+                                 "which TSV cannot quote; write CSV instead (delimiter=',' quotes such values)")
         text.write("".join("\t".join(str(v) for v in line) + "\n" for line in lines))
     else:
         writer = csv.writer(text, delimiter=delimiter)

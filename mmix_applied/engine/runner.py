@@ -24,25 +24,28 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
 from mmix_applied.engine.checkpoints import (
     AtomicCheckpointIO,
     check_resume_config,
+    check_resume_limits,
     check_state_shapes,
     read_run_checkpoint,
 )
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
+from mmix_applied.engine.csvlog import HistoryCSVLogger
 from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
 from mmix_applied.engine.posthoc import calibrate_run
 from mmix_applied.engine.recipe import get_recipe
-from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
+from mmix_applied.engine.rundir import RunLock, RunWriteError, check_run_name, prediction_output, write_error
 from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
 from mmix_applied.lightning import MixerCheckpoint
 from mmix_applied.utils.atomic import atomic_write_text
+from mmix_applied.utils.interrupts import Stopped
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
 
@@ -55,6 +58,7 @@ def run_dir_of(config: Config) -> Path:
     if not name:
         name = f"{config.recipe}-{config.mix.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
         config.run.name = name
+    check_run_name(name)
     return Path(config.run.dir) / name
 
 
@@ -128,7 +132,7 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
         if config.model.freeze_backbone_epochs:
             callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
         if "csv" in t.loggers:
-            loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="logs"))
+            loggers.append(HistoryCSVLogger(save_dir=str(run_dir), name="", version="logs"))
         if "tensorboard" in t.loggers:
             loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tb",
                                              default_hp_metric=False))
@@ -193,9 +197,14 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         FileExistsError: If the run directory already holds checkpoints and ``resume`` is not given,
             or another live run holds its lock (:class:`~mmix_applied.engine.rundir.RunLockedError`).
         CheckpointError: ``resume`` names a checkpoint of another recipe or model, one whose shapes
-            differ, or the config changes keys that cannot change on resume.
+            differ, the config changes keys that cannot change on resume, or ``train.max_epochs`` /
+            ``train.max_steps`` are below what the checkpoint has trained.
+        ConfigError: ``run.name`` is absolute or holds ``..`` (it would write outside ``run.dir``).
         RunWriteError: A file of the run cannot be written (read-only folder, full disk).
+        Stopped: Ctrl-C or SIGTERM under the command line's handlers (:mod:`mmix_applied.utils.interrupts`).
     """
+    if config.run.name:
+        check_run_name(config.run.name)  # before `--resume last` looks under it
     ckpt = resolve_checkpoint(resume, config) if resume is not None else None
     state = None
     if ckpt is not None:
@@ -203,6 +212,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         config.run.dir, config.run.name = str(run_dir.parent), run_dir.name
         state = read_run_checkpoint(ckpt, config)
         check_resume_config(state, config, ckpt)
+        resumed_step = check_resume_limits(state, config, ckpt)
     else:
         run_dir = run_dir_of(config)
     launcher = os.environ.get(_RUN_NAME_ENV) is None  # DDP children share the launching process's lock
@@ -214,6 +224,10 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         state = None
     datamodule = recipe.build_datamodule()
     trainer = build_trainer(config, run_dir, recipe, stage="fit")
+    if ckpt is not None:  # logs/metrics.csv keeps the rows logged up to the checkpoint
+        for logger in trainer.loggers:
+            if isinstance(logger, HistoryCSVLogger):
+                logger.resume_at(resumed_step)
     # the lock is taken where the run directory is first written (a bad config or data folder writes nothing)
     lock = RunLock(run_dir) if launcher else None
     try:
@@ -228,6 +242,9 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         try:
             _write(lambda: trainer.fit(module, datamodule=datamodule,
                                        ckpt_path=str(ckpt) if ckpt is not None else None), run_dir, exact=False)
+        except Stopped as stop:  # Ctrl-C or SIGTERM (the CLI's handlers): DDP processes started here stop too
+            _stop_children(trainer, stop.signum)
+            raise
         finally:
             if previous is None:
                 os.environ.pop(_RUN_NAME_ENV, None)
@@ -249,6 +266,18 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         if lock is not None:
             lock.release()
     return run_dir
+
+
+def _stop_children(trainer: pl.Trainer, signum: int) -> None:
+    """Pass a stop on to the DDP processes this one launched (Lightning does so only for its own handlers)."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    procs = getattr(launcher, "procs", None) or []
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signum)
+            except OSError:
+                pass
 
 
 def _refuse_existing(run_dir: Path) -> None:
@@ -326,25 +355,33 @@ def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None 
         config: The resolved config.
         checkpoint: A ``.ckpt`` file, a run directory or ``last``.
         input: What to predict on (recipe-defined).
-        output: The file (or a folder: ``folder/predictions.csv``); default ``RUN_DIR/predictions.csv``.
-        overwrite: Replace an existing ``output`` that is not a previous prediction (never a checkpoint).
+        output: The file, or a folder (existing, or a new name without a suffix) for ``folder/predictions.csv``;
+            default ``RUN_DIR/predictions.csv``.
+        overwrite: Replace an existing ``output`` that is not a previous prediction (never a checkpoint or an input).
 
     Raises:
-        FileExistsError: ``output`` is a checkpoint, or an existing file of something else without ``overwrite``.
+        FileExistsError: ``output`` is a checkpoint or an input, an existing file of something else without
+            ``overwrite``, or (segmentation) its masks folder holds files no earlier prediction wrote.
         RunWriteError: The predictions cannot be written.
     """
     ckpt = resolve_checkpoint(checkpoint, config)
     run_dir = _run_dir_of_checkpoint(ckpt)
-    path = prediction_output(output, run_dir=run_dir, overwrite=overwrite or output is None)
+    path = prediction_output(output, run_dir=run_dir, overwrite=overwrite or output is None, inputs=input)
     state = read_run_checkpoint(ckpt, config)
     recipe, module = _setup(config)
+    check_output = getattr(recipe, "check_prediction_output", None)
+    if callable(check_output):  # files the recipe writes beside the table (segmentation masks)
+        check_output(path)
     module.predict_raw = raw
     check_state_shapes(state, module, ckpt)
     del state
     trainer = build_trainer(config, run_dir, recipe, stage="predict")
     datamodule = recipe.build_datamodule(predict_input=input)
     outputs = trainer.predict(module, datamodule=datamodule, ckpt_path=str(ckpt))
-    written = _write(lambda: recipe.write_predictions(list(outputs or []), path), path)
+    written = Path(_write(lambda: recipe.write_predictions(list(outputs or []), path), path))
     if module.mixer is not None:
         module.mixer.close()
-    return Path(written)
+    if written != path:  # every check above was of `path`
+        raise RuntimeError(f"recipe {config.recipe!r} wrote its predictions to {str(written)!r}, not to the checked "
+                           f"--output {str(path)!r}; its write_predictions must write the path it is given")
+    return written

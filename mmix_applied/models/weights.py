@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .hub import resolve_weights
 
-__all__ = ["LoadReport", "read_state_dict", "load_weights", "head_prefixes", "reset_head"]
+__all__ = ["LoadReport", "read_state_dict", "load_weights", "head_prefixes", "reset_head", "unsafe_global_detail"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ def _pickle_detail(err: BaseException) -> str:
                 lines[-1] if lines else "")[:200]
 
 
+def unsafe_global_detail(err: BaseException) -> str:
+    """The line of torch's weights-only error naming the blocked global; never its advice to load with
+    ``weights_only=False`` (which would run code from the file)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named[0] if named else "an object of an unsupported type").rstrip(".")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from a local ``.safetensors`` or ``torch.save`` file, safely.
 
@@ -117,7 +125,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         raise ValueError(
             f"{str(path)!r} holds Python objects besides tensors, which are not loaded (weights_only=True "
             "runs no code from a file). Save the weights alone: torch.save(model.state_dict(), path) or "
-            f"safetensors.torch.save_file. Detail: {str(err).splitlines()[0]}"
+            f"safetensors.torch.save_file. Detail: {unsafe_global_detail(err)}"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:  # truncated zip archive, empty or unreadable file
         if isinstance(err, FileNotFoundError):

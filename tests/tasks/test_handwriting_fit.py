@@ -39,7 +39,7 @@ def test_fit_test_predict_on_the_embedded_digits(tmp_path):
     assert "no temperature" in json.loads((run / "fit_summary.json").read_text())["calibration_note"]
 
     written = runner.predict(cfg, checkpoint=run)
-    assert written == run / "predictions.tsv"
+    assert written == run / "predictions.csv"  # CSV: quoted, so any file name survives
     rows = read_tsv(written, require_text=False)
     assert [str(r.image_path.name) for r in rows] == [f"digits:test:{i}" for i in range(6)]
     assert all(set(r.text) <= set("0123456789") for r in rows)
@@ -56,7 +56,9 @@ def test_fit_test_predict_on_the_embedded_digits(tmp_path):
         cv2.imwrite(str(folder / name), np.full((40, width), 255, np.uint8))
     out = runner.predict(cfg, checkpoint=run, input=str(folder), output=tmp_path / "scans.tsv")
     lines = out.read_text().splitlines()
-    assert [line.split("\t")[0] for line in lines] == [str(folder / "a.png"), str(folder / "b.png")]
+    assert lines[0].startswith("# mmix-applied predictions")  # a .tsv name: TSV, its first line a comment
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(folder / "a.png"), str(folder / "b.png")]
+    assert [r.image_path for r in read_tsv(out, require_text=False)] == [folder / "a.png", folder / "b.png"]
 
 
 def _edit_distance(a: str, b: str) -> int:

@@ -21,21 +21,26 @@ from mmix_applied.engine.config.validate import parse_config
 from mmix_applied.utils.atomic import atomic_write_text
 from mmix_applied.utils.hints import did_you_mean
 
-__all__ = ["NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml", "recipe_configs",
-           "resolve_config", "save_config"]
+__all__ = ["MAX_DEPTH", "NoAliasLoader", "apply_overrides", "dump_config", "load_config", "read_yaml",
+           "recipe_configs", "resolve_config", "save_config"]
 
 #: The package the recipe configs ship in (``configs/`` of the repository; see pyproject.toml).
 CONFIGS_PACKAGE = "mmix_applied.configs"
 
+#: How deeply a config's sections, lists and mappings may nest (a run config uses 4 or 5 levels).
+MAX_DEPTH = 64
+
 
 class NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases (``*name``).
+    """PyYAML's safe loader, refusing aliases (``*name``) and nesting deeper than :data:`MAX_DEPTH`.
 
     A few nested aliases expand exponentially (a 547-byte "billion laughs" file in
     ``model.options`` exhausted memory when the config was copied); a run config never needs them.
+    PyYAML composes nested nodes recursively, so 20,000 nested brackets ended in a ``RecursionError``.
     """
 
     source = "YAML text"
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -44,7 +49,17 @@ class NoAliasLoader(yaml.SafeLoader):
             raise ConfigError(
                 f"{self.source} uses the YAML alias *{event.anchor} (line {line}); aliases are "
                 "refused in configs (nested ones can expand to gigabytes): write the values out instead")
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+            raise ConfigError(
+                f"{self.source} nests lists or mappings more than {MAX_DEPTH} levels deep ({where}); a config is a "
+                "few levels deep (section, key, value): check the brackets and indentation there")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _safe_load(text: str, source: str) -> Any:
@@ -72,8 +87,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_epochs=3)")
         try:
             value = _safe_load(text, f"override {item!r}") if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+        except yaml.YAMLError as err:
+            if any(c in text for c in "\"'[]{}"):  # meant as quoted or structured YAML, but not closed
+                raise ConfigError(_unbalanced(item, key, text, str(getattr(err, "problem", None) or err))) from None
+            value = text  # e.g. `run.name=a: b`: taken as the text it is
+        stray = _stray_quote(value)
+        if stray is not None:
+            raise ConfigError(_unbalanced(item, key, text, f"the value would keep the quote: {stray!r}"))
         node = out
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -85,6 +105,20 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _stray_quote(value: Any) -> str | None:
+    """A string in ``value`` that starts or ends with a quote YAML left in it (an unbalanced quote), or None."""
+    if isinstance(value, str):
+        return value if value[:1] in "\"'" and value or value[-1:] in "\"'" and value else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((s for s in map(_stray_quote, items) if s is not None), None)
+
+
+def _unbalanced(item: str, key: str, text: str, problem: str) -> str:
+    return (f"override {item!r} has an unbalanced quote or bracket ({problem}); close it, e.g. "
+            f"{key}=\"a b\" or {key}=[a, b], or leave the quotes out for a plain value. In a shell, wrap the whole "
+            f"override in single quotes: '{key}=\"a b\"'")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -114,6 +148,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
                           f"`iconv -f latin1 -t utf-8 {path.name} > fixed.yaml`)") from None
     try:
         raw = _safe_load(text, f"config file {str(path)!r}")
+    except RecursionError:  # a nesting the composer's depth limit does not see (the scanner's flow levels)
+        raise ConfigError(f"config file {str(path)!r} nests lists or mappings too deeply to read; a config is a few "
+                          "levels deep (section, key, value): check its brackets") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     if raw is None:
