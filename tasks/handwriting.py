@@ -16,6 +16,7 @@ Validation and test are unmixed and report CER and WER (torchmetrics) from greed
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from mmix_applied.data.text_lines import (
     read_iam_lines,
     read_tsv,
 )
+from mmix_applied.engine.data_summary import DataDescription, SplitDescription
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
@@ -218,10 +220,40 @@ class HandwritingRecipe(Recipe):
                              "is empty, and a charset needs at least one character; fill in the transcriptions "
                              "(TSV: path<TAB>text), or set data.charset to the characters to recognise")
         charset = Charset(d.charset) if d.charset is not None else Charset.from_texts(r.text for r in train)
-        self._records = {name: check_charset(recs, charset, on_unknown=d.on_unknown)
+        fix = ("Either add the characters to data.charset, or drop the lines that use them with "
+               "data.on_unknown=drop." if d.charset is not None else "The charset was built from the training "
+               "lines: set data.charset to every character to recognise (add the characters above), or drop the "
+               "lines that use them with data.on_unknown=drop.")
+        self._records = {name: check_charset(recs, charset, on_unknown=d.on_unknown, fix=fix)
                          for name, recs in (("train", train), ("val", val), ("test", test))}
         self._charset = charset
         return self._records
+
+    def describe_data(self, datamodule: Any) -> DataDescription:
+        """Splits with their list files (``file:line`` items named by image path and text), the charset."""
+        d = self.data
+        model_input = (f"lines resized to height {d.height} (aspect kept, width >= {d.min_width}"
+                       + (f", <= {d.max_width}" if d.max_width else "") + ")")
+        if d.format == "digits":
+            splits = [SplitDescription(k, len(datamodule.dataset(k)), "the embedded MNIST digit strings")
+                      for k in ("train", "val", "test")]
+            return DataDescription(splits, charset=self.charset.chars, model_input=model_input)
+        recs = self.records()
+        sources = {"train": d.train, "val": d.val or (d.train if d.val_ids else None), "test": d.test or d.train}
+        splits = []
+        for name in ("train", "val", "test"):
+            if name == "val" and sources["val"] is None:
+                source = f"{d.train}, {d.val_fraction:.0%} held out (seed {self.config.seed})"
+            elif name == "test" and not (d.test or d.test_ids):
+                source = "the validation lines (no data.test)"
+            else:
+                id_list = getattr(d, f"{name}_ids")
+                source = f"{sources[name]}" + (f" (ids from {id_list})" if id_list else "")
+            root = Path(d.image_root) if d.image_root else Path(d.train).parent
+            ids = [f"{os.path.relpath(r.image_path, root)}\t{r.text}" for r in recs[name]]
+            splits.append(SplitDescription(name, len(recs[name]), source,
+                                           files=[str(r.image_path) for r in recs[name]], ids=ids))
+        return DataDescription(splits, charset=self.charset.chars, model_input=model_input)
 
     @property
     def charset(self) -> Charset:

@@ -40,7 +40,7 @@ from mmix_applied.errors import ConfigError
 from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
-from mmix_applied.tasks.segmentation_data import SegmentationDatasets
+from mmix_applied.tasks.segmentation_data import SegmentationDatasets, datalist_class_names, describe_segmentation_data
 from mmix_applied.utils.atomic import atomic_write_bytes
 from mmix_applied.utils.rules import ANY_INT, ANY_NUMBER, above, at_least, half_open, one_of
 
@@ -256,14 +256,24 @@ class SegmentationRecipe(Recipe):
                             include_background=self.options.include_background)
 
     def class_names(self) -> list[str]:
-        """Per-class names used in metric keys."""
+        """Per-class names used in metric keys: ``data.class_names``, the embedded sets' names, a Decathlon
+        ``dataset.json``'s ``labels``, or ``class0``, ``class1`` ..."""
         if self.data.class_names:
             return list(self.data.class_names)
         if self.data.source == "brain":
             return list(TISSUE_CLASSES)
         if self.data.source == "digit_canvas":
             return list(CANVAS_CLASSES)
+        if self.data.source == "datalist" and self.data.datalist is not None:
+            named = datalist_class_names(self.data)
+            if named is not None:
+                return named
         return [f"class{i}" for i in range(self.data.num_classes)]
+
+    def describe_data(self, datamodule: Any) -> Any:
+        """Splits with sources, sizes and item names; the classes; what the model sees."""
+        datasets = getattr(self, "_datasets", None) or SegmentationDatasets(self.data, seed=self.config.seed)
+        return describe_segmentation_data(datasets, datamodule, class_names=self.class_names())
 
     def build_metrics(self, stage: str) -> SegmentationMetrics:
         """Dice (and, on the test split, HD95) per class, pixel NLL and ECE."""

@@ -31,9 +31,19 @@ class UnknownCharacterError(MmixError, ValueError):
 
     Attributes:
         unknown: ``{char: [(source, position), ...]}``.
+
+    Args:
+        unknown: See the attribute.
+        charset: The charset checked against.
+        fix: The advice ending the message (a config-driven caller names its config keys); default
+            the Python arguments (:attr:`FIX`).
     """
 
-    def __init__(self, unknown: dict[str, list[tuple[str, int]]], charset: Charset) -> None:
+    #: The fix suggested when none is given (for Python callers of :meth:`Charset.encode`).
+    FIX = ("Build the charset from all transcriptions (Charset.from_texts), add the characters, "
+           "or encode with unknown='skip'.")
+
+    def __init__(self, unknown: dict[str, list[tuple[str, int]]], charset: Charset, *, fix: str | None = None) -> None:
         self.unknown = unknown
         parts = []
         for ch, where in unknown.items():
@@ -42,8 +52,7 @@ class UnknownCharacterError(MmixError, ValueError):
             parts.append(f"{ch!r} (U+{ord(ch):04X}) at {shown}{more}")
         super().__init__(
             f"{len(unknown)} character(s) not in the charset of {len(charset)}: " + "; ".join(parts)
-            + ". Build the charset from all transcriptions (Charset.from_texts), add the characters, "
-            "or encode with unknown='skip'."
+            + ". " + (fix or self.FIX)
         )
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmix_applied.data.constants import IMAGE_SUFFIXES
+from mmix_applied.data.image_files import check_decodable
 from mmix_applied.data.seeding import SeededAugmentation
 from mmix_applied.data.segmentation_2d import read_image as read_float_image
 
@@ -27,7 +28,9 @@ __all__ = [
     "ArrayImageDataset",
     "ImageFileDataset",
     "IndexedDataset",
+    "SPLIT_FOLDER_NAMES",
     "build_transforms",
+    "find_split_folders",
     "list_image_folder",
     "read_image",
     "read_labels_csv",
@@ -63,6 +66,49 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], l
     return items, classes
 
 
+#: Folder names of the splits in a split layout (``root/train/<class>/...``, as torchvision and timm users keep
+#: ImageNet-style data sets), per split.
+SPLIT_FOLDER_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"),
+                      "test": ("test", "testing")}
+
+
+def find_split_folders(root: str | os.PathLike) -> dict[str, Path] | None:
+    """The split folders of ``root`` when it is laid out per split (``root/train/<class>/``, ``root/val/<class>/``,
+    ``root/test/<class>/``), else ``None`` (a plain ``root/<class>/`` folder).
+
+    A subfolder counts as a split when its name is one of :data:`SPLIT_FOLDER_NAMES` and it holds
+    subfolders itself (the classes).
+
+    Raises:
+        ValueError: Split folders beside other folders, two folders for one split, or no training folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found: dict[str, list[Path]] = {}
+    for folder in subfolders:
+        split = next((k for k, names in SPLIT_FOLDER_NAMES.items() if folder.name.lower() in names), None)
+        if split is not None and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+            found.setdefault(split, []).append(folder)
+    if not found:
+        return None
+    names = sorted(p.name for folders in found.values() for p in folders)
+    others = [p.name for p in subfolders if p.name not in names]
+    if others:
+        raise ValueError(f"image folder {str(root)!r} holds split folders {names} beside other folders {others[:5]}; "
+                         "keep either one folder per split (train/<class>/, val/<class>/, test/<class>/) or one "
+                         "folder per class, not both")
+    twice = {k: [p.name for p in v] for k, v in found.items() if len(v) > 1}
+    if twice:
+        raise ValueError(f"image folder {str(root)!r} has several folders for one split: {twice}; keep one")
+    if "train" not in found:
+        raise ValueError(f"image folder {str(root)!r} holds split folders {names} but no training folder "
+                         f"({'/'.join(SPLIT_FOLDER_NAMES['train'])}); add train/<class>/ images, or point data.path "
+                         "at a folder of class subfolders")
+    return {k: v[0] for k, v in found.items()}
+
+
 def read_labels_csv(path: str | os.PathLike, *, path_column: str = "path", label_column: str | None = "label",
                     class_names: Sequence[str] | None = None) -> tuple[list[tuple[str, int | None]], list[str]]:
     """Read a CSV of image paths and labels (paths relative to the CSV's folder or absolute).
@@ -75,13 +121,27 @@ def read_labels_csv(path: str | os.PathLike, *, path_column: str = "path", label
 
     Returns:
         ``(items, class_names)`` with items ``(path, class_index or None)``.
+
+    A byte-order mark (Excel's "CSV UTF-8") is skipped; column names and labels lose surrounding
+    spaces (``"cat "`` is ``"cat"``), and an empty label is an error naming its lines.
+
+    Raises:
+        FileNotFoundError: The CSV does not exist.
+        ValueError: It is a folder, lacks a column, has no rows, an empty or unknown label.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.csv"))
+        raise ValueError(f"labels CSV {str(path)!r} is a folder, not a CSV file; data.source: csv reads a CSV of "
+                         f"{path_column},{label_column or 'label'} rows" + (f" (this folder holds {found[:5]}: give "
+                         f"one of them)" if found else "") + "; for a folder of class subfolders set "
+                         "data.source: folder")
     if not path.is_file():
         raise FileNotFoundError(f"labels CSV {str(path)!r} does not exist")
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        columns = reader.fieldnames
         needed = [path_column] + ([label_column] if label_column else [])
         for col in needed:
             if col not in columns:
@@ -89,7 +149,13 @@ def read_labels_csv(path: str | os.PathLike, *, path_column: str = "path", label
         rows = list(reader)
     if not rows:
         raise ValueError(f"labels CSV {str(path)!r} has no rows")
-    raw_labels = [row[label_column] for row in rows] if label_column else [None] * len(rows)
+    raw_labels = [(row[label_column] or "").strip() for row in rows] if label_column else [None] * len(rows)
+    empty = [line for line, lab in enumerate(raw_labels, start=2) if lab == ""]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        raise ValueError(f"labels CSV {str(path)!r} has an empty label on line{'s' if len(empty) > 1 else ''} "
+                         f"{shown} (column {label_column!r}); fill them in or remove those rows (an empty label "
+                         "would become a class of its own)")
     if class_names is None:
         distinct = sorted({lab for lab in raw_labels if lab is not None})
         if distinct and all(lab.lstrip("-").isdigit() for lab in distinct):
@@ -123,11 +189,16 @@ def read_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    check_decodable(path)  # from the header: a huge image is refused by name before it is decoded
     data = np.fromfile(str(path), dtype=np.uint8)
     if data[:4].tobytes() in _TIFF_MAGIC:  # TIFFs may hold 16-bit or float samples: read them as stored
         return _tiff_to_uint8(path, channels=channels)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    image = cv2.imdecode(data, flag) if data.size else None
+    try:
+        image = cv2.imdecode(data, flag) if data.size else None
+    except cv2.error as err:
+        raise ValueError(f"image {str(path)!r} cannot be decoded: OpenCV refused it "
+                         f"({str(err).strip().splitlines()[-1]})") from err
     if image is None:
         raise ValueError(f"image {str(path)!r} cannot be decoded (truncated, corrupt or not an image)")
     if channels == 3:

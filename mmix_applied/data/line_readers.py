@@ -172,7 +172,7 @@ def read_tsv(
 
 
 def check_charset(
-    records: Sequence[LineRecord], charset: Charset | str, *, on_unknown: str = "error"
+    records: Sequence[LineRecord], charset: Charset | str, *, on_unknown: str = "error", fix: str | None = None
 ) -> list[LineRecord]:
     """Check transcriptions against a charset; every unknown character is reported with its ``file:line``.
 
@@ -180,6 +180,7 @@ def check_charset(
         records: The records to check.
         charset: A :class:`~mmix_applied.data.charset.Charset` or its characters.
         on_unknown: ``"error"`` raises, ``"drop"`` removes the offending records.
+        fix: The advice ending the error's message (default: this function's arguments).
 
     Returns:
         The records that use only known characters.
@@ -195,7 +196,9 @@ def check_charset(
     if not unknown:
         return records
     if on_unknown == "error":
-        raise UnknownCharacterError(unknown, charset)
+        raise UnknownCharacterError(unknown, charset, fix=fix or (
+            "Add the characters to the charset, build it from all transcriptions, or drop these lines "
+            "(check_charset(..., on_unknown='drop'))."))
     bad = {source for where in unknown.values() for source, _ in where}
     return [r for r in records if r.source not in bad]
 

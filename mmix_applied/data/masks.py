@@ -31,7 +31,9 @@ def check_mask_values(
     if bad:
         allowed = f"0..{num_classes - 1}" if mode == "multiclass" else "0 and 1"
         hint = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        void = (" 255 marks 'void' (unlabelled) pixels in Pascal VOC and CVAT masks: set data.ignore_index: 255 "
+                "to leave them out of the loss and the metrics." if 255 in bad and ignore_index is None else "")
         raise ValueError(
             f"{source} has values {bad[:8]} outside the {mode} range ({allowed}{hint}); check num_classes, "
-            "the mask mode, or set data.ignore_index for 'unlabelled' pixels"
+            f"the mask mode, or set data.ignore_index for 'unlabelled' pixels.{void}"
         )

@@ -1,7 +1,8 @@
 """2D segmentation data on the user's own files: an image folder and a mask folder.
 
 Files are matched by name (stem) and read with OpenCV (PNG, TIFF, JPEG, BMP, WebP); masks hold
-class indices (multiclass), 0/1 or 0/255 (binary) or one 0/1 channel per label (multilabel).
+class indices (multiclass; a palette PNG's indices, as Pascal VOC and CVAT write them), 0/1 or 0/255
+(binary) or one 0/1 channel per label (multilabel).
 Albumentations pipelines transform image and mask together (intensity, elastic, flip), so a mask
 always stays aligned with its image; each sample's draw is seeded from ``(seed, epoch, index)``.
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmix_applied.data.constants import IMAGE_SUFFIXES, SEGMENTATION_MODES
+from mmix_applied.data.image_files import ImageHeader, check_decodable, imread_checked, read_header, read_indices
 from mmix_applied.data.masks import MaskMode, check_mask_values
 from mmix_applied.data.seeding import SeededAugmentation
 
@@ -80,11 +82,8 @@ def _index_folder(folder: str | Path, suffixes: Sequence[str], what: str) -> dic
     return index
 
 
-def _imread(path: Path) -> np.ndarray:
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"cannot read {str(path)!r}: not an image OpenCV can decode (PNG, TIFF, JPEG, BMP)")
-    return array
+def _imread(path: Path, *, what: str = "image", header: ImageHeader | None = None) -> np.ndarray:
+    return imread_checked(path, cv2.IMREAD_UNCHANGED, what=what, header=header)
 
 
 def read_image(path: str | Path, *, in_channels: int = 3) -> np.ndarray:
@@ -127,20 +126,37 @@ def read_mask(
     ``(H, W, C)`` (multilabel) with values 0/1. Binary and multilabel masks saved as 0/255 are
     read as 0/1 (unless 255 is the ``ignore_index``).
 
+    A palette PNG (Pascal VOC ``SegmentationClass``, CVAT and LabelMe exports) is read as its
+    palette *indices*, the classes, not as colours (255, VOC's "void" border, is then a value for
+    ``ignore_index``); a grey mask with an alpha channel is read without the alpha.
+
     Raises:
         ValueError: If the file cannot be decoded, has the wrong number of channels, or holds
             values out of range (see :func:`check_mask_values`).
     """
     path = Path(path)
-    mask = _imread(path)
+    header = read_header(path)
+    check_decodable(path, header, what="mask")
+    indexed = header is not None and header.mode in ("P", "PA", "LA", "La")
+    if indexed and header.palette and mode == "multilabel":
+        raise ValueError(
+            f"mask {str(path)!r} is a palette image: one class index per pixel, not one channel per label; "
+            "read it as classes with data.mode: multiclass (mode='multiclass'), or save one 0/1 channel per label"
+        )
+    mask = read_indices(path, header) if indexed else _imread(path, what="mask", header=header)
+    if mask.ndim == 3 and mask.shape[2] in (2, 4) and mode != "multilabel":
+        mask = mask[:, :, : mask.shape[2] - 1]  # grey or colour with alpha: the alpha is not a class
     if mask.ndim == 3 and mode != "multilabel":
         if not all(np.array_equal(mask[:, :, 0], mask[:, :, c]) for c in range(1, mask.shape[2])):
             raise ValueError(
-                f"mask {str(path)!r} has {mask.shape[2]} different channels; {mode} masks are one-channel "
-                "images of class indices (use mode='multilabel' for one channel per label)"
+                f"mask {str(path)!r} is a colour image ({mask.shape[2]} different channels); {mode} masks hold "
+                "one class index per pixel: save it as a palette PNG (its indices are read as the classes, as "
+                "Pascal VOC and CVAT export them) or as a one-channel PNG of class indices 0..num_classes-1; "
+                "if each channel is a separate label, set data.mode: multilabel (mode='multilabel')"
             )
         mask = mask[:, :, 0]
-    if mode != "multiclass" and ignore_index != 255 and mask.max(initial=0) == 255:
+    palette = header is not None and header.palette
+    if mode != "multiclass" and not palette and ignore_index != 255 and mask.max(initial=0) == 255:
         mask = np.where(mask == 255, 1, mask)
     if mode == "multilabel":
         if mask.ndim == 2:
@@ -245,9 +261,24 @@ class SegmentationFolder(SeededAugmentation):
         self.pairs = find_pairs(image_dir, mask_dir)
         self.mode, self.num_classes, self.in_channels = mode, num_classes, in_channels
         self.ignore_index, self.transform = ignore_index, transform
+        self._sizes: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def item_sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` of every image, read from the file headers (nothing is decoded, except a
+        file Pillow does not recognise). The data module batches evaluation by these sizes."""
+        if self._sizes is None:
+            sizes = []
+            for image_path, _ in self.pairs:
+                header = read_header(image_path)
+                if header is None:
+                    sizes.append(tuple(_imread(image_path).shape[:2]))
+                else:
+                    sizes.append((header.height, header.width))
+            self._sizes = sizes
+        return list(self._sizes)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Read pair ``index`` from disk (no transform), checking that the sizes agree."""

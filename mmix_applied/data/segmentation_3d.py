@@ -21,7 +21,8 @@ from mmix_applied.data.constants import NIFTI_SUFFIXES
 from mmix_applied.data.masks import MaskMode, check_mask_values
 from mmix_applied.data.seeding import SeededAugmentation
 
-__all__ = ["VolumeDataset", "build_3d_transforms", "load_datalist", "nifti_predict_items"]
+__all__ = ["UnlabelledListError", "VolumeDataset", "build_3d_transforms", "datalist_labels", "load_datalist",
+           "nifti_predict_items"]
 
 
 def load_datalist(
@@ -32,6 +33,7 @@ def load_datalist(
     Raises:
         FileNotFoundError: If the JSON or a file it names does not exist.
         KeyError: If ``key`` is missing (the message lists the keys present).
+        UnlabelledListError: (a ValueError) ``require_label`` and the list has no labels at all.
         ValueError: If an entry lacks ``"image"`` (or ``"label"`` when ``require_label``).
         TypeError: If an entry's ``"image"`` or ``"label"`` is not a path (a string or a list of them).
     """
@@ -52,6 +54,14 @@ def load_datalist(
     if not isinstance(content[key], list) or not content[key]:
         raise ValueError(f"datalist {str(path)!r} has no entries under {key!r}; list the image/label pairs there, "
                          "or name another key")
+    if require_label:
+        bare = [i for i, e in enumerate(content[key]) if not isinstance(e, dict) or "label" not in e]
+        if bare and len(bare) == len(content[key]):
+            raise UnlabelledListError(
+                f"datalist {str(path)!r}: the {key!r} list has no labels ({len(bare)} image(s) without \"label\", as "
+                "the Medical Segmentation Decathlon's dataset.json lists its test images); measuring needs "
+                "image/label pairs: name a labelled list instead, and predict the unlabelled one", key=key,
+                count=len(bare))
     for i, entry in enumerate(content[key]):
         entry = entry if isinstance(entry, dict) else {"image": entry}
         needed = ("image", "label") if require_label else ("image",)
@@ -71,6 +81,32 @@ def load_datalist(
     if absent:
         raise FileNotFoundError(f"datalist {str(path)!r} names {len(absent)} missing file(s), e.g. {absent[:3]}")
     return items
+
+
+class UnlabelledListError(ValueError):
+    """A datalist key lists images without labels (the Decathlon's ``test`` list) where labels are needed.
+
+    Attributes:
+        key: The datalist key.
+        count: Its entries.
+    """
+
+    def __init__(self, message: str, *, key: str, count: int) -> None:
+        super().__init__(message)
+        self.key, self.count = key, count
+
+
+def datalist_labels(path: str | Path) -> dict[int, str] | None:
+    """The class names of a Decathlon ``dataset.json`` (its ``"labels"``: ``{"0": "background", ...}``),
+    by class index; ``None`` when the file is unreadable or has no such mapping."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        labels = content.get("labels") if isinstance(content, dict) else None
+        if not isinstance(labels, dict) or not labels:
+            return None
+        return {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _source(value: Any, default: str) -> str:

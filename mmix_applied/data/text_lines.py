@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmix_applied.data.image_files import ImageTooLargeError, check_decodable
 from mmix_applied.data.line_readers import IAM_STATUSES, LineRecord, check_charset, read_iam_lines, read_tsv
 from mmix_applied.data.seeding import augmentation_seed
 
@@ -56,7 +57,15 @@ def load_line_image(path: str | os.PathLike, *, invert: bool = True, source: str
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"line image not found: {path}{where}")
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    try:
+        check_decodable(path, what="line image")
+    except ImageTooLargeError as err:
+        raise ImageTooLargeError(f"{err}{where}") from None
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    except cv2.error as err:
+        raise ValueError(f"cannot read line image {path}{where}: OpenCV refused it "
+                         f"({str(err).strip().splitlines()[-1]})") from err
     if image is None or image.size == 0:
         raise ValueError(f"cannot read line image {path}{where}: not an image format OpenCV decodes")
     return 255 - image if invert else image

@@ -1,5 +1,8 @@
 """The one data module every recipe uses: seeded, resumable training order; eval batch size; workers.
 
+Evaluation batches hold items of one size when a data set's items differ in size (whole images of
+any size: see :meth:`DataModule.item_sizes`).
+
 A recipe hands it its data sets (or builders of them, called on first use) and, when batches
 need one, a collate function; the loaders come from :func:`mmix_applied.data.sampling.make_loader`,
 so the training order of epoch ``e`` is a function of ``(seed, e)`` and a resumed run sees the
@@ -62,6 +65,17 @@ class DataModule(pl.LightningDataModule):
             self._built[split] = source if isinstance(source, Dataset) else source()
         return self._built[split]
 
+    def item_sizes(self, split: str) -> list[Any] | None:
+        """The size of every item of ``split`` when its data set tells them (``item_sizes()``), else ``None``.
+
+        Evaluation loaders batch items of one size together when the sizes differ
+        (:class:`~mmix_applied.data.sampling.SameSizeBatchSampler`; ``predict`` keeps the input
+        order), so whole images of any size are evaluated and predicted without a collate error.
+        """
+        dataset = self.dataset(split)
+        sizes = getattr(dataset, "item_sizes", None)
+        return list(sizes()) if callable(sizes) else None
+
     def loader(self, split: str) -> DataLoader:
         """The DataLoader of ``split``: the seeded, resumable sampler for ``train``, in order otherwise.
 
@@ -79,7 +93,8 @@ class DataModule(pl.LightningDataModule):
         loader = make_loader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
                              train=train, seed=self.seed, num_workers=self.num_workers, collate_fn=self.collate_fn,
                              persistent_workers=train and workers, pin_memory=pin,
-                             worker_init_fn=worker_init if workers else None)
+                             worker_init_fn=worker_init if workers else None,
+                             sizes=None if train else self.item_sizes(split), in_order=split == "predict")
         if train:
             # The epoch is known before the first iterator starts prefetching (Lightning sets it only
             # after; with workers, a resumed run would otherwise start with epoch 0's order and seeds).

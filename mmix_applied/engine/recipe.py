@@ -191,6 +191,11 @@ class Recipe:
         x = batch[0] if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor) else batch
         return model(x)
 
+    def describe_data(self, datamodule: Any) -> Any:
+        """What the data is, for the summary ``fit`` prints and the split record a resume checks: a
+        :class:`mmix_applied.engine.data_summary.DataDescription`, or ``None`` (the split sizes alone)."""
+        return None
+
     def callbacks(self) -> list[Any]:
         """Extra Lightning callbacks this recipe wants (default none)."""
         return []

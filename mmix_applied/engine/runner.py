@@ -36,6 +36,7 @@ from mmix_applied.engine.checkpoints import (
 )
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
 from mmix_applied.engine.csvlog import HistoryCSVLogger
+from mmix_applied.engine.data_summary import announce_data
 from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
@@ -228,6 +229,8 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         for logger in trainer.loggers:
             if isinstance(logger, HistoryCSVLogger):
                 logger.resume_at(resumed_step)
+    save_split_record = announce_data(config, recipe, module.model, datamodule, run_dir, resume=ckpt is not None,
+                                      rank_zero=trainer.is_global_zero)  # summary printed; changed data refused
     # the lock is taken where the run directory is first written (a bad config or data folder writes nothing)
     lock = RunLock(run_dir) if launcher else None
     try:
@@ -235,6 +238,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
             _refuse_existing(run_dir)  # again: a run that held the lock may have finished meanwhile
         if trainer.is_global_zero:
             _write(lambda: save_config(config, run_dir / "config.yaml"), run_dir / "config.yaml")
+            _write(save_split_record, run_dir / "data_splits.json")
             for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a kill during a save
                 stale.unlink(missing_ok=True)
         previous = os.environ.get(_RUN_NAME_ENV)

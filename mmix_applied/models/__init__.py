@@ -120,6 +120,7 @@ def create_model(
             warnings.warn(f"pretrained {source.spec!r} holds weights of {source.architecture!r}, loaded into "
                           f"{built!r}; keys that differ are reported, shapes that differ are refused.", stacklevel=2)
         report = load_weights(model, source.path)
+        model.weights_report = report  # what loaded: shown by fit's data summary
         if not report.clean:
             warnings.warn(f"weights loaded with differences:\n{report}", stacklevel=2)
     return model
