@@ -34,8 +34,8 @@ from mmix_applied.data.ood import photo_patches, uci_digits
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
-from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
-from mmix_applied.metrics.temperature import AdaptiveCalibrationError, TemperatureScaler
+from mmix_applied.metrics import AdaptiveCalibrationError, ExpectedCalibrationError, classification_metrics
+from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.reports.figures import reliability_diagram
 
 __all__ = ["ClassificationData", "ClassificationOptions", "ClassificationRecipe"]
