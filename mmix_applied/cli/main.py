@@ -151,7 +151,12 @@ def _run(args: argparse.Namespace) -> int:
         return _points(config)
 
     from mmix_applied.engine import runner
-    from mmix_applied.engine.summary import FIT_SUMMARY_FILE, format_fit_summary, format_test_table
+    from mmix_applied.engine.summary import (
+        FIT_SUMMARY_FILE,
+        format_fit_summary,
+        format_prediction_line,
+        format_test_table,
+    )
 
     if args.command == "fit":
         run_dir = runner.fit(config, resume=args.resume)
@@ -164,8 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
                               raw=args.raw, overwrite=args.overwrite)
-        print(f"predictions: {path} ({'raw' if args.raw else 'calibrated where the checkpoint has a temperature'}"
-              "; see its temperature column)")
+        print(format_prediction_line(path, raw=args.raw))
     return 0
 
 
