@@ -19,9 +19,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from mmix_applied.reports.classes import class_report, metric_key, write_class_report
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["FIT_SUMMARY_FILE", "ValidationHistory", "format_fit_summary", "format_prediction_line",
+__all__ = ["FIT_SUMMARY_FILE", "ClassReport", "ValidationHistory", "format_fit_summary", "format_prediction_line",
            "format_test_table", "write_fit_summary"]
 
 FIT_SUMMARY_FILE = "fit_summary.json"
@@ -41,6 +42,36 @@ class ValidationHistory(pl.Callback):
                   if k.startswith("val/") and getattr(v, "numel", lambda: 1)() == 1}
         if values:
             self.history[int(trainer.current_epoch)] = values
+
+
+class ClassReport(pl.Callback):
+    """After ``test``: per-class precision and recall as ``test/precision_<class>``, ``test/recall_<class>``, and
+    ``confusion_matrix.json`` / ``.png`` in the run directory.
+
+    Reads the ``confusion`` entry (a torchmetrics ``MulticlassConfusionMatrix``) of the module's test
+    metrics before the module computes and resets them (Lightning calls callbacks first).
+
+    Args:
+        class_names: The class names, in index order.
+    """
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+        self.report: dict[str, Any] | None = None
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the report and log the per-class figures."""
+        metrics = getattr(pl_module, "test_metrics", None)
+        if metrics is None or "confusion" not in metrics:
+            return
+        matrix = metrics["confusion"].compute()
+        if trainer.is_global_zero:  # test runs on one device; the guard keeps a DDP test from racing
+            self.report = write_class_report(matrix, self.class_names, Path(trainer.default_root_dir))
+        else:
+            self.report = class_report(matrix, self.class_names)
+        for i, name in enumerate(self.class_names):
+            for kind in ("precision", "recall"):
+                pl_module.log(f"test/{kind}_{metric_key(name)}", float(self.report[kind][i]))
 
 
 def _best(trainer: pl.Trainer) -> tuple[str | None, float | None]:
