@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="replace an existing --output file that is not a previous prediction")
     predict.add_argument("--raw", action="store_true",
                          help="write raw probabilities (default: calibrated with the checkpoint's temperature)")
+    predict.add_argument("--overlays", action="store_true",
+                         help="segmentation: also write colour overlays and probability maps beside the masks "
+                              "(options.overlays=true)")
     add("points", "print the mix points of the configured model")
     models = sub.add_parser("list-models", help="list buildable models (fnmatch pattern over family/name)")
     models.add_argument("pattern", nargs="?", default="*")
@@ -143,6 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "spectrum":
         return spectrum_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
+    if getattr(args, "overlays", False):
+        args.overrides = [*args.overrides, "options.overlays=true"]
     config = _load(args, hint)
     if args.print_config:
         print(dump_config(config), end="")
