@@ -40,7 +40,7 @@ from mmix_applied.engine.posthoc import calibrate_run, temperature_note
 from mmix_applied.engine.recipe import get_recipe
 from mmix_applied.engine.run_logs import EpochLines, LogResolvedConfig, build_loggers, plain_progress
 from mmix_applied.engine.rundir import RunLock, RunWriteError, prediction_output, write_error
-from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
+from mmix_applied.engine.summary import ClassReport, ValidationHistory, write_fit_summary
 from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
@@ -314,6 +314,9 @@ def test(config: Config, *, checkpoint: str | os.PathLike,
         target = run_dir / "test_metrics.json"
         try:
             atomic_write_text(target, json.dumps(metrics, indent=2, sort_keys=True))
+            for report in (cb for cb in trainer.callbacks if isinstance(cb, ClassReport)):
+                target = run_dir / "confusion_matrix.json"
+                report.write(run_dir)  # per-class figures and the confusion matrix (classification)
         except OSError as err:
             raise write_error(err, target, metrics=metrics) from err
     if module.mixer is not None:

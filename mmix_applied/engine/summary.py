@@ -45,11 +45,13 @@ class ValidationHistory(pl.Callback):
 
 
 class ClassReport(pl.Callback):
-    """After ``test``: per-class precision and recall as ``test/precision_<class>``, ``test/recall_<class>``, and
-    ``confusion_matrix.json`` / ``.png`` in the run directory.
+    """After ``test``: per-class precision and recall as ``test/precision_<class>``, ``test/recall_<class>``;
+    :meth:`write` puts ``confusion_matrix.json`` / ``.png`` into the run directory.
 
     Reads the ``confusion`` entry (a torchmetrics ``MulticlassConfusionMatrix``) of the module's test
-    metrics before the module computes and resets them (Lightning calls callbacks first).
+    metrics before the module computes and resets them (Lightning calls callbacks first). The
+    files are written by ``engine.runner.test`` after the metrics are printed and saved, so a
+    folder that cannot be written loses nothing.
 
     Args:
         class_names: The class names, in index order.
@@ -57,21 +59,24 @@ class ClassReport(pl.Callback):
 
     def __init__(self, class_names: list[str]) -> None:
         self.class_names = list(class_names)
-        self.report: dict[str, Any] | None = None
+        self.matrix: Any = None
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Write the report and log the per-class figures."""
+        """Keep the confusion matrix and log the per-class figures."""
         metrics = getattr(pl_module, "test_metrics", None)
         if metrics is None or "confusion" not in metrics:
             return
-        matrix = metrics["confusion"].compute()
-        if trainer.is_global_zero:  # test runs on one device; the guard keeps a DDP test from racing
-            self.report = write_class_report(matrix, self.class_names, Path(trainer.default_root_dir))
-        else:
-            self.report = class_report(matrix, self.class_names)
+        self.matrix = metrics["confusion"].compute().cpu()
+        report = class_report(self.matrix, self.class_names)
         for i, name in enumerate(self.class_names):
             for kind in ("precision", "recall"):
-                pl_module.log(f"test/{kind}_{metric_key(name)}", float(self.report[kind][i]))
+                pl_module.log(f"test/{kind}_{metric_key(name)}", float(report[kind][i]))
+
+    def write(self, run_dir: Path) -> dict[str, Any] | None:
+        """Write the report of the last test into ``run_dir`` (``None`` when no test ran)."""
+        if self.matrix is None:
+            return None
+        return write_class_report(self.matrix, self.class_names, run_dir)
 
 
 def _best(trainer: pl.Trainer) -> tuple[str | None, float | None]:
