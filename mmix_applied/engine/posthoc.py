@@ -104,7 +104,7 @@ def calibrate_run(config: Any, run_dir: Path, recipe: Any, module: Any, datamodu
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalibrationWarning)
             fitted = float(scaler.fit())
-        note = fallback_note(scaler.last_fit)
+        note = fallback_note(getattr(scaler, "last_fit", None))
         t = 1.0 if note is not None else fitted
         texts = [str(w.message) for w in caught if issubclass(w.category, CalibrationWarning)]
         if note is not None:
