@@ -32,14 +32,19 @@ import torch
 
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict, test
 from mmix_applied.engine.config import load_config
-from mmix_applied.metrics import ExpectedCalibrationError
+from mmix_applied.metrics import ExpectedCalibrationError, calibration_curve
 from mmix_applied.metrics.spectrum import ClassSpectra, class_spectra, collect_states
-from mmix_applied.reports.comparison import render_report
-from mmix_applied.reports.figures import plot_metric_bars, plot_reliability, plot_spectra, plot_validation_curves
+from mmix_applied.reports.comparison import render_report, temperature_flag
+from mmix_applied.reports.figures import (
+    plot_metric_bars,
+    plot_pooled_reliability,
+    plot_spectra,
+    plot_validation_curves,
+)
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "read_predictions", "reliability_bins", "run_name",
-           "validation_figures"]
+__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "pooled_reliability", "read_predictions",
+           "reliability_bins", "run_name", "validation_figures"]
 
 VARIANTS = ("none", "input", "manifold")
 _OWNED = ("mix.variant", "seed", "run.dir", "run.name")
@@ -107,6 +112,45 @@ def reliability_bins(probs: torch.Tensor, target: torch.Tensor, *, temperature: 
         metric = ExpectedCalibrationError(n_bins=n_bins, from_logits=False)
         metric.update(p, target)
         out[kind] = metric.bins()
+    return out
+
+
+def _curve(probs: torch.Tensor, target: torch.Tensor, *, n_bins: int, min_per_bin: int) -> dict[str, torch.Tensor]:
+    """Equal-width bins when every one of ``n_bins`` could hold ``min_per_bin`` predictions on average
+    (``n >= n_bins * min_per_bin``), else equal-mass bins of at least ``min_per_bin`` each (at least 2 bins)."""
+    n = len(target)
+    if n >= n_bins * min_per_bin:
+        return calibration_curve(probs, target, n_bins=n_bins, from_logits=False)
+    return calibration_curve(probs, target, n_bins=max(2, min(n_bins, n // min_per_bin)), equal_mass=True,
+                             from_logits=False)
+
+
+def pooled_reliability(runs: Sequence[tuple[int, torch.Tensor, torch.Tensor, float | None]], *, n_bins: int = 15,
+                       min_per_bin: int = 25) -> dict[str, dict[str, Any]]:
+    """Reliability bins of one variant's seeds pooled, and of each seed, raw and scaled.
+
+    Args:
+        runs: ``(seed, raw probs (N, C), target (N,), temperature or None)`` per seed; each seed's
+            probabilities are scaled by its own temperature before pooling.
+        n_bins: Equal-width bins when the data allow.
+        min_per_bin: Fewer predictions than ``n_bins * min_per_bin`` (pooled, or per seed) give
+            equal-mass bins of at least this many each, so sparse bins cannot make the curve zig-zag.
+
+    Returns:
+        ``{"raw": {"pooled": bins, "per_seed": {seed: bins}}, "scaled": ...}`` (``scaled`` only when
+        every seed has a temperature).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for kind in ("raw", "scaled"):
+        if kind == "scaled" and any(t is None for _, _, _, t in runs):
+            continue
+        scaled = [(seed, p if kind == "raw" else torch.softmax(p.clamp_min(1e-12).log() / t, dim=1), y)
+                  for seed, p, y, t in runs]
+        out[kind] = {
+            "pooled": _curve(torch.cat([p for _, p, _ in scaled]), torch.cat([y for _, _, y in scaled]),
+                             n_bins=n_bins, min_per_bin=min_per_bin),
+            "per_seed": {seed: _curve(p, y, n_bins=n_bins, min_per_bin=min_per_bin) for seed, p, y in scaled},
+        }
     return out
 
 
@@ -262,16 +306,27 @@ def _plots(rows: list[dict[str, Any]], out: Path) -> dict[str, list[str]]:
             if bars and plot_metric_bars(mine, bars, out / "handwriting_cer.png", title="CER / WER"):
                 names.append("handwriting_cer.png")
         if recipe == "classification":
-            by_variant: dict[str, dict[str, Any]] = {}
-            for r in mine:  # the first seed of each variant that has predictions
-                path = Path(r["run_dir"]) / "predictions.csv"
-                if r["variant"] not in by_variant and path.is_file():
-                    probs, target = read_predictions(path)
-                    if len(target):
-                        by_variant[r["variant"]] = reliability_bins(probs, target, temperature=r.get("temperature"))
-            if by_variant:
-                plot_reliability(by_variant, out / "classification_reliability.png",
-                                 title=f"seed {min(r['seed'] for r in mine)}")
+            curves: dict[str, dict[str, Any]] = {}
+            flagged: list[str] = []
+            for variant in dict.fromkeys(r["variant"] for r in mine):  # every seed of each variant, pooled
+                runs = []
+                for r in (r for r in mine if r["variant"] == variant):
+                    path = Path(r["run_dir"]) / "predictions.csv"
+                    if path.is_file():
+                        probs, target = read_predictions(path)
+                        if len(target):
+                            runs.append((int(r["seed"]), probs, target, r.get("temperature")))
+                            if temperature_flag(r):
+                                flagged.append(f"{variant} seed {r['seed']}")
+                if runs:
+                    curves[variant] = pooled_reliability(runs)
+            if curves:
+                seeds = sorted({int(r["seed"]) for r in mine})
+                note = "bins: equal-width where every bin can hold 25 predictions, else equal-mass"
+                notes = {"raw": note, "scaled": note + (f"\n⚠ T fell back to 1 or sits at a bound: {', '.join(flagged)}"
+                                                        if flagged else "")}
+                plot_pooled_reliability(curves, out / "classification_reliability.png",
+                                        title=f"seeds {', '.join(map(str, seeds))} pooled", notes=notes)
                 names.append("classification_reliability.png")
             spectra = {}
             for r in mine:  # the first seed of each variant

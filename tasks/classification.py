@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmix_applied.adapters import Classification
 from mmix_applied.data.constants import IMAGE_SUFFIXES
@@ -38,9 +39,10 @@ from mmix_applied.engine.data_summary import DataDescription, SplitDescription
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
+from mmix_applied.engine.summary import ClassReport
 from mmix_applied.errors import ConfigError
-from mmix_applied.metrics import ExpectedCalibrationError, classification_metrics
-from mmix_applied.metrics.temperature import AdaptiveCalibrationError, TemperatureScaler
+from mmix_applied.metrics import AdaptiveCalibrationError, ExpectedCalibrationError, classification_metrics
+from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.reports.figures import reliability_diagram
 from mmix_applied.utils.rules import ANY_NUMBER, FRACTION, above, at_least, half_open, one_of
 
@@ -325,15 +327,23 @@ class ClassificationRecipe(Recipe):
         return Classification(self.num_classes, label_smoothing=self.options.label_smoothing)
 
     def build_metrics(self, stage: str) -> Any:
-        """``acc``, ``nll``, ``ece`` (15 equal-width bins), ``adaptive_ece`` (equal-mass) and ``brier``."""
+        """``acc``, ``nll``, ``ece`` (15 equal-width bins), ``adaptive_ece`` (equal-mass), ``conf_gap`` and ``brier``;
+        on the test split also the ``confusion`` matrix (:class:`~mmix_applied.engine.summary.ClassReport`)."""
         metrics = classification_metrics(n_bins=self.options.ece_bins)
         metrics.add_metrics({"adaptive_ece": AdaptiveCalibrationError(n_bins=self.options.ece_bins)})
+        if stage == "test":
+            metrics.add_metrics({"confusion": MulticlassConfusionMatrix(num_classes=self.num_classes)})
         return metrics
 
     def build_scaled_metrics(self, stage: str) -> Any:
-        """The metrics a temperature changes (accuracy does not move)."""
+        """The metrics a temperature changes (accuracy and the confusion matrix do not move)."""
         metrics = self.build_metrics(stage)
-        return MetricCollection({k: m for k, m in metrics.items() if k != "acc"}, compute_groups=False)
+        return MetricCollection({k: m for k, m in metrics.items() if k not in ("acc", "confusion")},
+                                compute_groups=False)
+
+    def callbacks(self) -> list[Any]:
+        """Per-class precision and recall and the confusion matrix after ``test``."""
+        return [ClassReport(self.class_names)]
 
     def calibration_scaler(self) -> TemperatureScaler:
         """One softmax temperature over the ``(N, C)`` validation logits."""

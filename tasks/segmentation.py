@@ -40,6 +40,7 @@ from mmix_applied.errors import ConfigError
 from mmix_applied.metrics import SegmentationMetrics
 from mmix_applied.metrics.temperature import TemperatureScaler
 from mmix_applied.models.sliding_window import SlidingWindowNet, backbone_names
+from mmix_applied.reports.overlays import middle_slice, write_overlay, write_probabilities
 from mmix_applied.tasks.segmentation_data import SegmentationDatasets, datalist_class_names, describe_segmentation_data
 from mmix_applied.utils.atomic import atomic_write_bytes
 from mmix_applied.utils.rules import ANY_INT, ANY_NUMBER, above, at_least, half_open, one_of
@@ -139,6 +140,11 @@ class SegmentationOptions:
         calibrate: Fit a temperature on the validation pixels after ``fit`` (multiclass: softmax;
             binary and multilabel: one sigmoid per label) and report pixel NLL and ECE raw and
             scaled in ``test`` (Dice and HD95 do not change under a temperature).
+        overlays: ``predict`` also writes, beside each mask, ``<name>_overlay.png`` (the input with
+            the predicted classes in colour; 3D: the middle axial slice) and the class
+            probabilities (calibrated unless ``--raw``): ``<name>_probs.npy`` ``(C, H, W)`` float16
+            in 2D, ``<name>_probs.nii.gz`` (float32, classes last, the input's affine) in 3D. CLI:
+            ``predict --overlays``.
     """
 
     dice_weight: float = 1.0
@@ -149,6 +155,7 @@ class SegmentationOptions:
     sw_overlap: float = 0.25
     ece_bins: int = 15
     calibrate: bool = True
+    overlays: bool = False
 
 
 class SegmentationRecipe(Recipe):
@@ -275,12 +282,25 @@ class SegmentationRecipe(Recipe):
         datasets = getattr(self, "_datasets", None) or SegmentationDatasets(self.data, seed=self.config.seed)
         return describe_segmentation_data(datasets, datamodule, class_names=self.class_names())
 
+    def pixel_spacing(self) -> list[float] | None:
+        """The pixel (voxel) size in mm known from the config: ``brain`` (its resolution) or ``data.pixdim``.
+
+        3D batches carry their own spacing (the affine of each volume after resampling), which
+        :meth:`update_metrics` passes on; ``None`` here means 2D images in pixels.
+        """
+        d = self.data
+        if d.source == "brain":
+            return [float(d.resolution)] * d.spatial_dims
+        if d.source == "datalist" and d.pixdim:
+            return [float(v) for v in d.pixdim]
+        return None
+
     def build_metrics(self, stage: str) -> SegmentationMetrics:
-        """Dice (and, on the test split, HD95) per class, pixel NLL and ECE."""
+        """Dice (and, on the test split, HD95, in mm where the spacing is known) per class, pixel NLL and ECE."""
         return SegmentationMetrics(num_classes=self.data.num_classes, mode=self.data.mode,
                                    ignore_index=self.data.ignore_index, class_names=self.class_names(),
                                    include_background=self.options.include_background, n_bins=self.options.ece_bins,
-                                   hd95=stage == "test")
+                                   hd95=stage == "test", spacing=self.pixel_spacing())
 
     def build_scaled_metrics(self, stage: str) -> SegmentationMetrics:
         """Pixel NLL and ECE only (what a temperature changes)."""
@@ -295,12 +315,27 @@ class SegmentationRecipe(Recipe):
 
     # ------------------------------------------------------------------ steps
     def split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # the spacing of each volume (its affine after resampling), for HD95 in mm in update_metrics
+        self._spacing = _spacing(batch["image"]) if isinstance(batch, dict) else None
         if isinstance(batch, dict):  # MONAI dict batches (3D)
             image, label = plain(batch["image"]), plain(batch["label"])  # MetaTensors: no metadata needed
             if self.data.mode == "multiclass":
                 return image, label[:, 0].round().long()
             return image, label.float()
         return batch[0], batch[1]
+
+    def update_metrics(self, metrics: Any, output: Any, target: Any) -> None:
+        """HD95 gets the batch's own voxel spacing (3D volumes); everything else as the base recipe."""
+        spacing = getattr(self, "_spacing", None)
+        if isinstance(metrics, SegmentationMetrics) and metrics.hd95 and spacing is not None:
+            metrics.update(output, target, spacing=spacing)
+        else:
+            metrics.update(output, target)
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of ``logits / T`` (``T``: the engine's temperature, ``None`` for raw)."""
+        z = logits.float() / self.temperature if self.temperature is not None else logits.float()
+        return z.softmax(1) if self.data.mode == "multiclass" else z.sigmoid()
 
     def _labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Masks from logits: class indices (multiclass), 0/1 ``(B, *S)`` (binary) or ``(B, C, *S)``."""
@@ -311,19 +346,32 @@ class SegmentationRecipe(Recipe):
         return (logits > 0).to(torch.uint8)
 
     def predict_step(self, model: nn.Module, batch: Any) -> list[dict[str, Any]]:
+        extras = self.options.overlays
         if self.data.spatial_dims == 2:
             x, names, sizes = batch
-            labels = self._labels(model(x)).cpu().numpy()
-            return [{"name": n, "mask": m[..., : int(s[0]), : int(s[1])]} for n, m, s in zip(names, labels, sizes)]
+            logits = model(x)
+            labels = self._labels(logits).cpu().numpy()
+            rows = [{"name": n, "mask": m[..., : int(s[0]), : int(s[1])]} for n, m, s in zip(names, labels, sizes)]
+            if extras:  # the input and the probabilities, cropped as the mask is
+                probs = self._probabilities(logits).cpu().numpy().astype(np.float16)
+                for row, image, p, s in zip(rows, x.float().cpu().numpy(), probs, sizes):
+                    row["image"], row["probs"] = image[..., : int(s[0]), : int(s[1])], p[..., : int(s[0]), : int(s[1])]
+            return rows
         from monai.data import decollate_batch
 
         batch = dict(batch)
         batch["pred"] = model(plain(batch["image"]))
         rows = []
         for item in decollate_batch(batch):
+            on_model_grid = plain(item["pred"])
             pred = self._invert(item)
-            rows.append({"name": _volume_name(item["image"]), "mask": self._labels(pred[None])[0].cpu().numpy(),
-                         "affine": np.asarray(pred.affine, dtype=np.float64)})
+            row = {"name": _volume_name(item["image"]), "mask": self._labels(pred[None])[0].cpu().numpy(),
+                   "affine": np.asarray(pred.affine, dtype=np.float64)}
+            if extras:  # probabilities on the input's grid; the overlay's slice on the model's grid
+                row["probs"] = self._probabilities(plain(pred)[None])[0].cpu().numpy().astype(np.float16)
+                labels = self._labels(on_model_grid[None])[0].cpu().numpy()
+                row["overlay"] = (middle_slice(plain(item["image"]).float().cpu().numpy()), middle_slice(labels))
+            rows.append(row)
         return rows
 
     def _invert(self, item: dict[str, Any]) -> Any:
@@ -353,9 +401,12 @@ class SegmentationRecipe(Recipe):
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for row in rows:
-            written.append((row["name"], _write_mask(row, out_dir, binary=self.data.mode == "binary")))
-        return write_table(path, [(name, str(file.relative_to(path.parent))) for name, file in written],
-                           header=["name", "mask"])
+            files = [_write_mask(row, out_dir, binary=self.data.mode == "binary")]
+            if self.options.overlays:
+                files += _write_extras(row, out_dir)
+            written.append((row["name"], *(str(f.relative_to(path.parent)) for f in files)))
+        header = ["name", "mask", "overlay", "probabilities"] if self.options.overlays else ["name", "mask"]
+        return write_table(path, written, header=header)
 
 
 class _PixelScaler(TemperatureScaler):
@@ -368,6 +419,23 @@ class _PixelScaler(TemperatureScaler):
         elif self.multilabel:
             targets = targets.reshape(logits.shape).float()
         super().update(logits, targets)
+
+
+def _spacing(image: Any) -> torch.Tensor | None:
+    """``(B, D)`` voxel sizes (mm) of a batched MONAI MetaTensor (from its affine), or ``None``."""
+    pixdim = getattr(image, "pixdim", None) if getattr(image, "is_batch", False) else None
+    return torch.stack([torch.as_tensor(p, dtype=torch.float64) for p in pixdim]) if pixdim else None
+
+
+def _write_extras(row: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``<name>_overlay.png`` and ``<name>_probs.npy`` (2D) / ``<name>_probs.nii.gz`` (3D), atomically."""
+    name = row["name"]
+    if "affine" in row:
+        image, labels = row["overlay"]
+        return [write_overlay(out_dir / f"{name}_overlay.png", image, labels),
+                write_probabilities(out_dir / f"{name}_probs.nii.gz", row["probs"], affine=row["affine"])]
+    return [write_overlay(out_dir / f"{name}_overlay.png", row["image"], row["mask"]),
+            write_probabilities(out_dir / f"{name}_probs.npy", row["probs"])]
 
 
 def _volume_name(image: Any) -> str:

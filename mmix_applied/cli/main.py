@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="replace an existing --output file that is not a previous prediction")
     predict.add_argument("--raw", action="store_true",
                          help="write raw probabilities (default: calibrated with the checkpoint's temperature)")
+    predict.add_argument("--overlays", action="store_true",
+                         help="segmentation: also write colour overlays and probability maps beside the masks "
+                              "(options.overlays=true)")
     add("points", "print the mix points of the configured model")
     models = sub.add_parser("list-models", help="list buildable models (fnmatch pattern over family/name)")
     models.add_argument("pattern", nargs="?", default="*")
@@ -153,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "spectrum":
         return spectrum_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
+    if getattr(args, "overlays", False):
+        args.overrides = [*args.overrides, "options.overlays=true"]
     config = _load(args, hint)
     _context.config = config
     if args.print_config:
@@ -162,7 +167,12 @@ def _run(args: argparse.Namespace) -> int:
         return _points(config)
 
     from mmix_applied.engine import runner
-    from mmix_applied.engine.summary import FIT_SUMMARY_FILE, format_fit_summary, format_test_table
+    from mmix_applied.engine.summary import (
+        FIT_SUMMARY_FILE,
+        format_fit_summary,
+        format_prediction_line,
+        format_test_table,
+    )
 
     if args.command == "fit":
         run_dir = runner.fit(config, resume=args.resume)
@@ -175,8 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
                               raw=args.raw, overwrite=args.overwrite)
-        print(f"predictions: {path} ({'raw' if args.raw else 'calibrated where the checkpoint has a temperature'}"
-              "; see its temperature column)")
+        print(format_prediction_line(path, raw=args.raw))
     return 0
 
 

@@ -9,7 +9,13 @@ through :class:`mmix_applied.metrics.temperature.TemperatureScaler`) for every c
 calibrated probabilities unless asked for raw ones.
 
 The pass is one unmixed validation run per checkpoint on a single device (rank 0 only under
-DDP, over the whole validation split), so every logit of the split is seen once. Recipes say how
+DDP, over the whole validation split), so every logit of the split is seen once. A fit the
+validation split cannot support (all-correct, all-wrong, a single class, tied logits, or an
+optimum on a bound: :attr:`~mmix_applied.metrics.temperature.TemperatureFit.degenerate`) is not
+used: the checkpoint stores ``T = 1`` with ``temperature_note`` saying why (and
+``temperature_fitted``, the value found), a ``CalibrationWarning`` says so, and ``test`` and
+``compare`` print the note. A temperature of 0.05 fitted on 40 all-correct images made every
+confidence 1.000000 and the scaled NLL 17 times the raw one. Recipes say how
 their logits are scaled through :meth:`mmix_applied.engine.recipe.Recipe.calibration_scaler`
 (``None``: no temperature, e.g. CTC, whose per-frame distributions are not one prediction).
 """
@@ -28,7 +34,8 @@ from mmix_applied.metrics.ood import ood_metrics, ood_scores
 from mmix_applied.metrics.temperature import CalibrationWarning
 from mmix_applied.utils.atomic import atomic_write, atomic_write_text
 
-__all__ = ["calibrate_run", "calibration_reason", "ood_figures", "read_temperature"]
+__all__ = ["calibrate_run", "calibration_reason", "fallback_note", "ood_figures", "read_temperature",
+           "temperature_note"]
 
 TEMPERATURE_FILE = "temperature.json"
 
@@ -43,6 +50,19 @@ def calibration_reason(config: Any, recipe: Any) -> str | None:
     if config.train.limit_val_batches == 0:
         return "no validation batches (train.limit_val_batches=0)"
     return None
+
+
+def fallback_note(fit: Any) -> str | None:
+    """The note stored when a fit is not used (``None``: the fit is used); ``fit`` is a ``TemperatureFit``."""
+    if fit is None or not fit.degenerate:
+        return None
+    return f"fell back to T = 1 (raw probabilities): {fit.reason}"
+
+
+def temperature_note(state: dict[str, Any]) -> str | None:
+    """The fallback note a checkpoint carries (``ckpt["mmix"]["temperature_note"]``), or ``None``."""
+    note = (state.get("mmix") or {}).get("temperature_note")
+    return note if isinstance(note, str) and note else None
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -64,12 +84,12 @@ def calibrate_run(config: Any, run_dir: Path, recipe: Any, module: Any, datamodu
 
     Returns:
         ``{"temperature": T of last.ckpt or None, "checkpoints": {name: T}, "positions": n,
-        "reason": why none, "warnings": [...]}``; also written to ``run_dir/temperature.json``
-        when a temperature was fitted.
+        "reason": why none, "warnings": [...], "notes": {name: why T = 1 was kept}, "fitted": {name:
+        T found}}``; also written to ``run_dir/temperature.json`` when a temperature was fitted.
     """
     reason = calibration_reason(config, recipe)
     info: dict[str, Any] = {"temperature": None, "checkpoints": {}, "positions": 0, "reason": reason,
-                            "warnings": []}
+                            "warnings": [], "notes": {}, "fitted": {}}
     if reason is not None:
         return info
     seen: set[str] = set()
@@ -83,16 +103,26 @@ def calibrate_run(config: Any, run_dir: Path, recipe: Any, module: Any, datamodu
             module.__dict__["scaler"] = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CalibrationWarning)
-            t = float(scaler.fit())
-        for w in caught:  # surface each distinct warning once (the same case repeats per checkpoint)
-            text = str(w.message)
-            if issubclass(w.category, CalibrationWarning) and text not in seen:
+            fitted = float(scaler.fit())
+        note = fallback_note(getattr(scaler, "last_fit", None))
+        t = 1.0 if note is not None else fitted
+        texts = [str(w.message) for w in caught if issubclass(w.category, CalibrationWarning)]
+        if note is not None:
+            texts = [f"temperature: {note}; the scaled figures equal the raw ones (fix the validation split: more "
+                     "images, every class, not all correct)"]
+        for text in texts:  # surface each distinct warning once (the same case repeats per checkpoint)
+            if text not in seen:
                 seen.add(text)
                 info["warnings"].append(text)
                 warnings.warn(f"{text} (temperature of {ckpt.name})", CalibrationWarning, stacklevel=2)
         state = load_checkpoint(ckpt)
         state.setdefault("mmix", {})["temperature"] = t
         state["mmix"]["temperature_positions"] = scaler.num_positions
+        state["mmix"]["temperature_fitted"] = fitted
+        state["mmix"]["temperature_note"] = note
+        info["fitted"][ckpt.name] = fitted
+        if note is not None:
+            info["notes"][ckpt.name] = note
         atomic_write(ckpt, lambda fh, s=state: torch.save(s, fh))
         info["checkpoints"][ckpt.name] = t
         # the validation NLL raw and at T: the figures settings are chosen on (test figures are only reported)

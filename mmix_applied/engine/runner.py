@@ -24,7 +24,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
 from mmix_applied.engine.checkpoints import (
@@ -40,10 +39,11 @@ from mmix_applied.engine.data_summary import announce_data
 from mmix_applied.engine.guards import FiniteWeightsGuard
 from mmix_applied.engine.module import MixupModule
 from mmix_applied.engine.performance import LoaderPace, RestartStaleLoader
-from mmix_applied.engine.posthoc import calibrate_run
+from mmix_applied.engine.posthoc import calibrate_run, temperature_note
 from mmix_applied.engine.recipe import get_recipe
+from mmix_applied.engine.run_logs import EpochLines, LogResolvedConfig, build_loggers, plain_progress
 from mmix_applied.engine.rundir import RunLock, RunWriteError, check_run_name, prediction_output, write_error
-from mmix_applied.engine.summary import ValidationHistory, write_fit_summary
+from mmix_applied.engine.summary import ClassReport, ValidationHistory, write_fit_summary
 from mmix_applied.lightning import MixerCheckpoint
 from mmix_applied.utils.atomic import atomic_write_text
 from mmix_applied.utils.interrupts import Stopped
@@ -132,13 +132,12 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
                                         num_workers=getattr(config.data, "num_workers", 0)))
         if config.model.freeze_backbone_epochs:
             callbacks.append(BackboneFreeze(config.model.freeze_backbone_epochs))
-        if "csv" in t.loggers:
-            loggers.append(HistoryCSVLogger(save_dir=str(run_dir), name="", version="logs"))
-        if "tensorboard" in t.loggers:
-            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tb",
-                                             default_hp_metric=False))
+        loggers = build_loggers(config, run_dir)
         if loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
+            callbacks.append(LogResolvedConfig(config))
+    if plain_progress(config):  # a log file, not a terminal: one line per epoch, no redrawn bar
+        callbacks.append(EpochLines())
     one_device = stage in ("test", "predict")  # a DistributedSampler would pad (repeat) test samples
     return pl.Trainer(
         default_root_dir=str(run_dir),
@@ -305,11 +304,13 @@ def _write(action: Callable[[], Any], path: Path, *, exact: bool = True) -> Any:
 
 
 def test(config: Config, *, checkpoint: str | os.PathLike,
-         on_metrics: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+         on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the test split (unmixed); writes ``test_metrics.json`` in its run dir.
 
     With the checkpoint's temperature (fitted after ``fit``) the calibration figures are also
-    reported for ``logits / T`` as ``test/<name>_scaled``, and ``temperature`` is in the result;
+    reported for ``logits / T`` as ``test/<name>_scaled``, and ``temperature`` is in the result
+    (with ``temperature_note`` when the fit was degenerate and T = 1 was kept); ``hd95_unit`` says
+    whether HD95 is in mm or pixels/voxels;
     with ``options.ood`` set, ``test/ood_auroc`` and ``test/ood_fpr95`` (raw max-softmax scores)
     and their ``_scaled`` forms (scores of ``logits / T``).
 
@@ -328,6 +329,7 @@ def test(config: Config, *, checkpoint: str | os.PathLike,
     state = read_run_checkpoint(ckpt, config)
     recipe, module = _setup(config)
     check_state_shapes(state, module, ckpt)
+    note = temperature_note(state)
     del state
     module.ood_inputs = recipe.ood_inputs()
     trainer = build_trainer(config, run_dir, recipe, stage="test")
@@ -336,12 +338,20 @@ def test(config: Config, *, checkpoint: str | os.PathLike,
     metrics.update({f"test/{k}": float(v) for k, v in module.ood_results.items()})
     if module.temperature is not None:
         metrics["temperature"] = float(module.temperature)
+        if note is not None:  # the fit was degenerate: T = 1 kept, the reason said (engine.posthoc)
+            metrics["temperature_note"] = note
+    unit = getattr(module.test_metrics, "hd95_unit", None)
+    if unit is not None and any(k.startswith("test/hd95_") or k == "test/mean_hd95" for k in metrics):
+        metrics["hd95_unit"] = unit
     if on_metrics is not None:
         on_metrics(metrics)
     if trainer.is_global_zero:
         target = run_dir / "test_metrics.json"
         try:
             atomic_write_text(target, json.dumps(metrics, indent=2, sort_keys=True))
+            for report in (cb for cb in trainer.callbacks if isinstance(cb, ClassReport)):
+                target = run_dir / "confusion_matrix.json"
+                report.write(run_dir)  # per-class figures and the confusion matrix (classification)
         except OSError as err:
             raise write_error(err, target, metrics=metrics) from err
     if module.mixer is not None:

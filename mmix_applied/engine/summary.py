@@ -3,11 +3,14 @@
 ``fit`` writes ``run_dir/fit_summary.json`` (the validation metrics of the last epoch and of the
 best checkpoint by ``train.monitor``, the checkpoint paths and the temperature); the CLI prints
 it with :func:`format_fit_summary`. ``test`` prints :func:`format_test_table`: one row per metric,
-the raw figure beside the temperature-scaled one.
+the raw figure beside the temperature-scaled one, and a note where a number needs its reading
+(the ECE's direction, which side OOD figures call positive, HD95's unit, a temperature that fell
+back to 1). ``predict`` prints :func:`format_prediction_line`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping
@@ -16,9 +19,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from mmix_applied.reports.classes import class_report, metric_key, write_class_report
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["FIT_SUMMARY_FILE", "ValidationHistory", "format_fit_summary", "format_test_table", "write_fit_summary"]
+__all__ = ["FIT_SUMMARY_FILE", "ClassReport", "ValidationHistory", "format_fit_summary", "format_prediction_line",
+           "format_test_table", "write_fit_summary"]
 
 FIT_SUMMARY_FILE = "fit_summary.json"
 
@@ -37,6 +42,41 @@ class ValidationHistory(pl.Callback):
                   if k.startswith("val/") and getattr(v, "numel", lambda: 1)() == 1}
         if values:
             self.history[int(trainer.current_epoch)] = values
+
+
+class ClassReport(pl.Callback):
+    """After ``test``: per-class precision and recall as ``test/precision_<class>``, ``test/recall_<class>``;
+    :meth:`write` puts ``confusion_matrix.json`` / ``.png`` into the run directory.
+
+    Reads the ``confusion`` entry (a torchmetrics ``MulticlassConfusionMatrix``) of the module's test
+    metrics before the module computes and resets them (Lightning calls callbacks first). The
+    files are written by ``engine.runner.test`` after the metrics are printed and saved, so a
+    folder that cannot be written loses nothing.
+
+    Args:
+        class_names: The class names, in index order.
+    """
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+        self.matrix: Any = None
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the confusion matrix and log the per-class figures."""
+        metrics = getattr(pl_module, "test_metrics", None)
+        if metrics is None or "confusion" not in metrics:
+            return
+        self.matrix = metrics["confusion"].compute().cpu()
+        report = class_report(self.matrix, self.class_names)
+        for i, name in enumerate(self.class_names):
+            for kind in ("precision", "recall"):
+                pl_module.log(f"test/{kind}_{metric_key(name)}", float(report[kind][i]))
+
+    def write(self, run_dir: Path) -> dict[str, Any] | None:
+        """Write the report of the last test into ``run_dir`` (``None`` when no test ran)."""
+        if self.matrix is None:
+            return None
+        return write_class_report(self.matrix, self.class_names, run_dir)
 
 
 def _best(trainer: pl.Trainer) -> tuple[str | None, float | None]:
@@ -68,6 +108,7 @@ def write_fit_summary(run_dir: Path, trainer: pl.Trainer, history: ValidationHis
         "best": {"epoch": best_epoch, "score": best_score, "checkpoint": best_path,
                  "metrics": history.history.get(best_epoch, {}) if best_epoch is not None else {}},
         "temperature": calibration.get("temperature"),
+        "temperature_note": (calibration.get("notes") or {}).get("last.ckpt"),
         "temperatures": dict(calibration.get("checkpoints") or {}),
         "calibration_note": calibration.get("reason"),
         "calibration_warnings": list(calibration.get("warnings") or []),
@@ -97,7 +138,9 @@ def format_fit_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"best checkpoint ({summary.get('monitor')} = {_num(best.get('score'))}): {best['checkpoint']}")
     if last.get("checkpoint"):
         lines.append(f"last checkpoint: {last['checkpoint']}")
-    if summary.get("temperature") is not None:
+    if summary.get("temperature") is not None and summary.get("temperature_note"):
+        lines.append(f"temperature: {summary['temperature']:.4g} ({summary['temperature_note']})")
+    elif summary.get("temperature") is not None:
         lines.append(f"temperature (fitted on the validation split): {summary['temperature']:.4g}")
     elif summary.get("calibration_note"):
         lines.append(f"no temperature: {summary['calibration_note']}")
@@ -105,15 +148,63 @@ def format_fit_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_test_table(metrics: Mapping[str, float]) -> str:
-    """Test metrics as a table: ``metric | raw | scaled`` (scaled: logits divided by the temperature)."""
-    names = sorted(k for k in metrics if not k.endswith("_scaled") and k != "temperature")
+_NOTES = {  # what a row's number means, where it is not obvious from its name
+    "conf_gap": "mean confidence - accuracy: > 0 overconfident, < 0 underconfident",
+    "ood_auroc": "in-distribution = positive (scored by max softmax), OOD = negative",
+    "ood_fpr95": "share of OOD images scored above the threshold keeping 95 % of in-distribution (positive)",
+}
+_TEXT_KEYS = ("temperature", "temperature_note", "hd95_unit")
+
+
+def _direction(gap: Any) -> str | None:
+    if not isinstance(gap, (int, float)) or isinstance(gap, bool) or math.isnan(gap):
+        return None
+    return "overconfident" if gap > 0 else "underconfident" if gap < 0 else "calibrated"
+
+
+def _note(name: str, metrics: Mapping[str, Any]) -> str:
+    prefix, _, short = name.rpartition("/")
+    prefix = f"{prefix}/" if prefix else ""
+    if short in ("ece", "adaptive_ece"):
+        raw, scaled = (_direction(metrics.get(f"{prefix}conf_gap{s}")) for s in ("", "_scaled"))
+        words = [f"{w}{' (scaled)' if s else ''}" for w, s in ((raw, ""), (scaled, "_scaled")) if w]
+        return f"direction: {', '.join(words)}" if words else ""
+    if short.startswith("hd95_") or short == "mean_hd95":
+        return f"in {metrics['hd95_unit']}" if metrics.get("hd95_unit") else ""
+    return _NOTES.get(short, "")
+
+
+def format_test_table(metrics: Mapping[str, Any]) -> str:
+    """Test metrics as a table: ``metric | raw | scaled | note`` (scaled: logits divided by the temperature).
+
+    The note gives the ECE's direction (from ``conf_gap``: mean confidence - accuracy), which side
+    the OOD figures treat as positive (in-distribution), and HD95's unit; the temperature line says
+    when T = 1 was kept because the fit was degenerate (``temperature_note``).
+    """
+    names = sorted(k for k in metrics if not k.endswith("_scaled") and k not in _TEXT_KEYS)
     width = max([len(n) for n in names] + [6])
-    lines = [f"{'metric':<{width}}  {'raw':>10}  {'scaled':>10}", f"{'-' * width}  {'-' * 10}  {'-' * 10}"]
+    lines = [f"{'metric':<{width}}  {'raw':>10}  {'scaled':>10}  note", f"{'-' * width}  {'-' * 10}  {'-' * 10}  ----"]
     for name in names:
         scaled = metrics.get(f"{name}_scaled")
-        lines.append(f"{name:<{width}}  {_num(metrics[name]):>10}  {_num(scaled) if scaled is not None else '':>10}")
-    t = metrics.get("temperature")
-    lines.append(f"temperature: {t:.4g} (scaled = logits / T)" if t is not None
-                 else "temperature: none (raw figures only)")
+        row = f"{name:<{width}}  {_num(metrics[name]):>10}  {_num(scaled) if scaled is not None else '':>10}"
+        note = _note(name, metrics)
+        lines.append(f"{row}  {note}" if note else row)
+    t, note = metrics.get("temperature"), metrics.get("temperature_note")
+    if t is not None and note:
+        lines.append(f"temperature: {t:.4g}, {note}; scaled = raw")
+    else:
+        lines.append(f"temperature: {t:.4g} (scaled = logits / T)" if t is not None
+                     else "temperature: none (raw figures only)")
     return "\n".join(lines)
+
+
+def format_prediction_line(path: Path, *, raw: bool) -> str:
+    """What ``predict`` wrote; the ``temperature`` column is named only where the file has one."""
+    has_column = False
+    if Path(path).suffix.lower() == ".csv" and Path(path).is_file():
+        with open(path, newline="", encoding="utf-8") as fh:
+            has_column = "temperature" in next(csv.reader(fh), [])
+    if not has_column:
+        return f"predictions: {path}"
+    how = "raw" if raw else "calibrated where the checkpoint has a temperature"
+    return f"predictions: {path} ({how}; see its temperature column)"

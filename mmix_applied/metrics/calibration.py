@@ -1,15 +1,25 @@
-"""Calibration metrics: NLL, expected calibration error (ECE) and the Brier score.
+"""Calibration metrics: NLL, expected calibration error (ECE, equal-width and equal-mass), Brier.
 
 Calibrated likelihood is Manifold Mixup's headline result (Verma et al., ICML 2019, section 5),
 so these are first-class. Each metric takes class scores ``(N, C)`` or dense ``(B, C, *spatial)``
 (flattened per pixel/voxel) with integer targets ``(N,)`` / ``(B, *spatial)``; ``C == 1`` means a
-binary sigmoid output. Pure functions do the math; the torchmetrics classes keep only sums
-(constant memory, summed across DDP processes), which matters for dense outputs where
-torchmetrics' ``MulticlassCalibrationError`` would store every pixel. ECE uses torchmetrics'
-binning exactly (``n_bins`` equal-width bins on the top-1 confidence, L1 norm).
+binary sigmoid output. Scores are logits by default (``from_logits=True``); probabilities
+(``from_logits=False``) must lie in ``[0, 1]``. Pure functions do the math; the torchmetrics
+classes of the equal-width ECE, NLL and Brier keep only sums (constant memory, summed across DDP
+processes), which matters for dense outputs where torchmetrics' ``MulticlassCalibrationError``
+would store every pixel.
+
+ECE (Guo et al., ICML 2017): ``sum_b (n_b / N) |acc_b - conf_b|`` over ``n_bins`` bins of the
+top-1 confidence, one implementation (:func:`_ece_from_bins`) for both binnings: equal-width bins
+``[lo, hi)`` with the last one closed, ``[lo, 1]`` (the textbook bins; torchmetrics 1.9 instead
+counts a confidence of exactly 1.0 in an extra bin of its own, torchmetrics issue #3510), and
+equal-mass bins (adaptive ECE, Nixon et al., CVPR-W 2019). :class:`ConfidenceGap` is the signed
+``mean confidence - accuracy``: above 0 the model is overconfident, below 0 underconfident.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,16 +28,24 @@ from torchmetrics import Metric, MetricCollection
 
 __all__ = [
     "Accuracy",
+    "AdaptiveCalibrationError",
     "BrierScore",
+    "ConfidenceGap",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
+    "adaptive_calibration_bins",
+    "adaptive_ece",
     "brier_score",
     "calibration_bins",
+    "calibration_curve",
     "classification_metrics",
+    "confidence_gap",
     "expected_calibration_error",
     "flatten_scores",
     "negative_log_likelihood",
 ]
+
+_PROBABILITY_SLACK = 1e-6  # float rounding of a softmax may leave a probability a hair above 1
 
 
 def flatten_scores(preds: Tensor, target: Tensor, *, from_logits: bool = True,
@@ -38,7 +56,8 @@ def flatten_scores(preds: Tensor, target: Tensor, *, from_logits: bool = True,
     (or probability) output expanded to two classes; positions equal to ``ignore_index`` are dropped.
 
     Raises:
-        ValueError: On shape mismatches or targets outside ``[0, C)``.
+        ValueError: On shape mismatches, targets outside ``[0, C)``, or (``from_logits=False``)
+            scores outside ``[0, 1]``.
     """
     if preds.dim() < 2:
         raise ValueError(f"preds must be (N, C) or (B, C, *spatial), received shape {tuple(preds.shape)}")
@@ -54,6 +73,8 @@ def flatten_scores(preds: Tensor, target: Tensor, *, from_logits: bool = True,
         keep = target != ignore_index
         preds, target = preds[keep], target[keep]
     preds = preds.float()
+    if not from_logits:
+        _check_probabilities(preds)
     if preds.shape[1] == 1:
         if from_logits:
             log_p1, log_p0 = F.logsigmoid(preds), F.logsigmoid(-preds)
@@ -73,6 +94,15 @@ def flatten_scores(preds: Tensor, target: Tensor, *, from_logits: bool = True,
     return log_probs, probs, target
 
 
+def _check_probabilities(preds: Tensor) -> None:
+    if not preds.numel():
+        return
+    lo, hi = float(preds.min()), float(preds.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -_PROBABILITY_SLACK or hi > 1 + _PROBABILITY_SLACK:
+        raise ValueError(f"from_logits=False takes probabilities in [0, 1]; received scores in [{lo:.4g}, {hi:.4g}]. "
+                         "Pass logits with from_logits=True (the default), or softmax/sigmoid them first")
+
+
 def negative_log_likelihood(preds: Tensor, target: Tensor, *, from_logits: bool = True,
                             ignore_index: int | None = None) -> Tensor:
     """Mean ``-log p(y)`` over samples (and positions)."""
@@ -89,7 +119,11 @@ def brier_score(preds: Tensor, target: Tensor, *, from_logits: bool = True,
 
 
 def calibration_bins(probs: Tensor, target: Tensor, *, n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-bin ``(count, sum of confidence, sum of accuracy)`` of the top-1 predictions, ``n_bins`` equal bins."""
+    """Per-bin ``(count, sum of confidence, sum of accuracy)`` of the top-1 predictions, ``n_bins`` equal bins.
+
+    Bin ``b`` holds confidences in ``[b / n, (b + 1) / n)``; the last bin is closed, ``[1 - 1 / n, 1]``
+    (``numpy.histogram``'s bins; torchmetrics 1.9 puts a confidence of exactly 1.0 in an extra bin).
+    """
     confidence, predicted = probs.max(1)
     correct = (predicted == target).to(probs.dtype)
     boundaries = torch.linspace(0, 1, n_bins + 1, device=probs.device, dtype=probs.dtype)
@@ -104,12 +138,89 @@ def calibration_bins(probs: Tensor, target: Tensor, *, n_bins: int = 15) -> tupl
 
 
 def _ece_from_bins(count: Tensor, conf: Tensor, acc: Tensor) -> Tensor:
+    """``sum_b (n_b / N) |acc_b - conf_b|`` from per-bin count and sums (any binning); 0 when empty."""
     total = count.sum()
     if total == 0:
         return torch.tensor(0.0)
     nonempty = count > 0
     gap = (acc[nonempty] / count[nonempty] - conf[nonempty] / count[nonempty]).abs()
     return (gap * count[nonempty] / total).sum().float()
+
+
+def _top1(probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    confidence, predicted = probs.max(1)
+    return confidence, (predicted == target).to(confidence.dtype)
+
+
+def adaptive_calibration_bins(confidence: Tensor, correct: Tensor, *,
+                              n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-bin ``(count, sum of confidence, sum of correct)`` over equal-mass bins.
+
+    Predictions are sorted by confidence (stable) and cut into ``n_bins`` runs whose sizes differ
+    by at most one, the first ``N % n_bins`` runs one larger (``numpy.array_split``), so ties at a
+    cut may fall on both sides.
+    """
+    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
+        raise ValueError(f"n_bins must be an int >= 1; received {n_bins!r}")
+    n = confidence.numel()
+    order = torch.sort(confidence.reshape(-1).double(), stable=True)
+    conf = order.values
+    hit = correct.reshape(-1).double()[order.indices]
+    sizes = [n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)]
+    index = torch.repeat_interleave(torch.arange(n_bins, device=conf.device), torch.tensor(sizes, device=conf.device))
+    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device)
+    count.index_add_(0, index, torch.ones_like(conf))
+    return count, torch.zeros_like(count).index_add_(0, index, conf), torch.zeros_like(count).index_add_(0, index, hit)
+
+
+def adaptive_ece(preds: Tensor, target: Tensor, *, n_bins: int = 15, from_logits: bool = True,
+                 ignore_index: int | None = None) -> Tensor:
+    """Adaptive (equal-mass) ECE: ``sum_b (n_b / N) |acc_b - conf_b|`` over bins of equal count.
+
+    Equal-width bins leave nearly every prediction of a confident model in the last bin;
+    equal-mass bins (Nixon et al., CVPR-W 2019) spread them evenly. Scores are logits by default,
+    as for every metric here (``from_logits=False``: probabilities in ``[0, 1]``).
+    """
+    _, probs, target = flatten_scores(preds, target, from_logits=from_logits, ignore_index=ignore_index)
+    return _ece_from_bins(*adaptive_calibration_bins(*_top1(probs, target), n_bins=n_bins))
+
+
+def confidence_gap(preds: Tensor, target: Tensor, *, from_logits: bool = True,
+                   ignore_index: int | None = None) -> Tensor:
+    """Mean top-1 confidence minus accuracy: > 0 overconfident, < 0 underconfident (the ECE's direction).
+
+    It is the signed ECE with a single bin, and also ``sum_b (n_b / N) (conf_b - acc_b)`` for any binning.
+    """
+    _, probs, target = flatten_scores(preds, target, from_logits=from_logits, ignore_index=ignore_index)
+    confidence, correct = _top1(probs, target)
+    return (confidence.double() - correct.double()).mean().float() if target.numel() else torch.tensor(0.0)
+
+
+def calibration_curve(preds: Tensor, target: Tensor, *, n_bins: int = 15, equal_mass: bool = False,
+                      from_logits: bool = True, ignore_index: int | None = None) -> dict[str, Tensor]:
+    """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (NaN when empty) and ``edges``, for a plot.
+
+    ``equal_mass``: the bins of :func:`adaptive_ece` (``edges`` are the lowest confidence of each bin
+    and the highest of the last); else the equal-width bins of :func:`expected_calibration_error`.
+    """
+    _, probs, target = flatten_scores(preds, target, from_logits=from_logits, ignore_index=ignore_index)
+    confidence, correct = _top1(probs, target)
+    if equal_mass:
+        count, conf, acc = adaptive_calibration_bins(confidence, correct, n_bins=n_bins)
+        ordered = torch.sort(confidence.double()).values
+        starts = torch.cumsum(count, 0).long() - count.long()
+        edges = torch.cat([ordered[starts.clamp(max=max(len(ordered) - 1, 0))], ordered[-1:]]) if len(ordered) \
+            else torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    else:
+        count, conf, acc = calibration_bins(probs, target, n_bins=n_bins)
+        edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    return _bin_means(count, conf, acc, edges)
+
+
+def _bin_means(count: Tensor, conf: Tensor, acc: Tensor, edges: Tensor) -> dict[str, Tensor]:
+    safe, empty = count.clamp_min(1), count == 0
+    return {"count": count.clone(), "confidence": (conf / safe).masked_fill(empty, float("nan")),
+            "accuracy": (acc / safe).masked_fill(empty, float("nan")), "edges": edges.double().cpu()}
 
 
 def expected_calibration_error(preds: Tensor, target: Tensor, *, n_bins: int = 15, from_logits: bool = True,
@@ -187,6 +298,20 @@ class BrierScore(_MeanScoreMetric):
         return ((probs - onehot) ** 2).sum(1)
 
 
+class ConfidenceGap(_MeanScoreMetric):
+    """Mean top-1 confidence minus accuracy (:func:`confidence_gap`): the direction of the ECE.
+
+    Above 0: overconfident; below 0: underconfident (mixed models, Wang et al., CVPR 2023). No
+    better direction: 0 is calibrated on average.
+    """
+
+    higher_is_better = None
+
+    def _values(self, log_probs: Tensor, probs: Tensor, target: Tensor) -> Tensor:
+        confidence, correct = _top1(probs, target)
+        return confidence - correct
+
+
 class ExpectedCalibrationError(_ScoreMetric):
     """Expected calibration error over ``n_bins`` equal-width bins (lower is better).
 
@@ -218,21 +343,64 @@ class ExpectedCalibrationError(_ScoreMetric):
 
     def bins(self) -> dict[str, Tensor]:
         """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (NaN for empty bins), and ``edges``."""
-        count = self.bin_count
-        safe = count.clamp_min(1)
-        empty = count == 0
-        return {"count": count.clone(), "confidence": (self.bin_conf / safe).masked_fill(empty, float("nan")),
-                "accuracy": (self.bin_acc / safe).masked_fill(empty, float("nan")),
-                "edges": torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64)}
+        return _bin_means(self.bin_count, self.bin_conf, self.bin_acc,
+                          torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64))
+
+
+class AdaptiveCalibrationError(_ScoreMetric):
+    """Adaptive (equal-mass) ECE as a torchmetrics metric (:func:`adaptive_ece`).
+
+    Equal-mass bins need every confidence, so the states are concatenated (two floats per
+    counted position, gathered across processes). Bound for dense outputs: with
+    ``max_per_update`` set, each update keeps a seeded random subsample of that many positions.
+
+    Args:
+        n_bins: Equal-mass bins.
+        from_logits: Scores are logits (else probabilities in ``[0, 1]``).
+        ignore_index: Target value left out.
+        max_per_update: Most positions kept per update (``None``: all).
+        seed: Seed of the subsample.
+    """
+
+    higher_is_better = False
+
+    def __init__(self, *, n_bins: int = 15, max_per_update: int | None = None, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
+            raise ValueError(f"n_bins must be an int >= 1; received {n_bins!r}")
+        self.n_bins, self.max_per_update = n_bins, max_per_update
+        self._generator = torch.Generator().manual_seed(seed)
+        self.add_state("confidence", default=[], dist_reduce_fx="cat")
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch."""
+        _, probs, target = self._flatten(preds.detach(), target)
+        confidence, correct = _top1(probs, target)
+        if self.max_per_update is not None and confidence.numel() > self.max_per_update:
+            keep = torch.randperm(confidence.numel(), generator=self._generator)[: self.max_per_update]
+            keep = keep.to(confidence.device)
+            confidence, correct = confidence[keep], correct[keep]
+        self.confidence.append(confidence)
+        self.correct.append(correct)
+
+    def compute(self) -> Tensor:
+        """The adaptive ECE so far (0 when empty)."""
+        conf = self.confidence if isinstance(self.confidence, Tensor) else (
+            torch.cat(self.confidence) if self.confidence else torch.zeros(0))
+        hit = self.correct if isinstance(self.correct, Tensor) else (
+            torch.cat(self.correct) if self.correct else torch.zeros(0))
+        return _ece_from_bins(*adaptive_calibration_bins(conf, hit, n_bins=self.n_bins))
 
 
 def classification_metrics(*, from_logits: bool = True, ignore_index: int | None = None,
                            n_bins: int = 15) -> MetricCollection:
-    """``acc``, ``nll``, ``ece`` and ``brier`` for ``(N, C)`` or dense ``(B, C, *)`` scores."""
+    """``acc``, ``nll``, ``ece``, ``conf_gap`` (the ECE's direction) and ``brier`` for ``(N, C)`` or dense scores."""
     options = {"from_logits": from_logits, "ignore_index": ignore_index}
     return MetricCollection({
         "acc": Accuracy(**options),
         "nll": NegativeLogLikelihood(**options),
         "ece": ExpectedCalibrationError(n_bins=n_bins, **options),
+        "conf_gap": ConfidenceGap(**options),
         "brier": BrierScore(**options),
     }, compute_groups=False)

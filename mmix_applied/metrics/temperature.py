@@ -1,4 +1,4 @@
-"""Temperature scaling and the adaptive (equal-mass) expected calibration error.
+"""Temperature scaling: fit one temperature on held-out logits, scale logits by it.
 
 Mixed models come out underconfident: every training target is soft (Verma et al., ICML 2019;
 Thulasidasan et al., NeurIPS 2019; Wang et al., CVPR 2023), so raw NLL and ECE understate what
@@ -6,8 +6,11 @@ mixing bought. One temperature ``T`` fitted on held-out data (Guo et al., ICML 2
 NLL of ``logits / T`` over ``log T``) puts the likelihood back on a fair footing without changing
 any prediction: argmax, accuracy, Dice and CER are the same for every ``T > 0``.
 
-Pure, Lightning-free functions do the math (:func:`fit_temperature`, :func:`adaptive_ece`); thin
-stateful classes wrap them (:class:`TemperatureScaler`, :class:`AdaptiveCalibrationError`).
+Pure, Lightning-free functions do the math (:func:`fit_temperature`, :func:`temperature_fit`); a
+thin stateful class wraps them (:class:`TemperatureScaler`). A fit the data cannot support (too
+few, all-correct or tied validation predictions; an optimum on a bound) says so
+(:attr:`TemperatureFit.degenerate`), so the engine can fall back to ``T = 1``. The calibration
+metrics (ECE, adaptive ECE) are in :mod:`mmix_applied.metrics.calibration`.
 Inputs follow :mod:`mmix_applied.metrics`: class logits ``(N, C)`` or dense ``(B, C, *S)`` with
 class-index targets ``(N,)`` / ``(B, *S)``; ``C == 1`` is a binary sigmoid output; with
 ``multilabel=True`` logits and 0/1 targets have the same shape and every element is a sigmoid.
@@ -15,26 +18,29 @@ class-index targets ``(N,)`` / ``(B, *S)``; ``C == 1`` is a binary sigmoid outpu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
 
 from mmix_applied.errors import MmixWarning
-from mmix_applied.metrics import flatten_scores
 
 __all__ = [
-    "AdaptiveCalibrationError",
+    "DEFAULT_BOUNDS",
     "CalibrationWarning",
+    "TemperatureFit",
     "TemperatureScaler",
-    "adaptive_calibration_bins",
-    "adaptive_ece",
+    "at_bound",
     "fit_temperature",
     "scaled_nll",
+    "temperature_fit",
 ]
+
+#: The temperatures a fit may return, unless told otherwise.
+DEFAULT_BOUNDS = (0.05, 20.0)
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -136,45 +142,63 @@ def _degenerate(kind: str, z: Tensor, y: Tensor) -> tuple[str | None, str | None
     return None, single
 
 
-def fit_temperature(logits: Tensor, targets: Tensor, *, ignore_index: int | None = None, multilabel: bool = False,
-                    bounds: tuple[float, float] = (0.05, 20.0), max_iter: int = 100, tol: float = 1e-7) -> float:
-    """The temperature ``T`` in ``bounds`` minimising the NLL of ``logits / T`` (Guo et al. 2017).
+@dataclasses.dataclass(frozen=True)
+class TemperatureFit:
+    """What :func:`temperature_fit` found.
 
-    The search runs over ``u = log T`` by golden-section search: the NLL is convex in ``1 / T`` and
-    so unimodal in ``log T``, the search needs no gradient or learning rate, and it stays inside
-    the bounds. Computed in float64 on the logits' device.
-
-    Args:
-        logits: ``(N, C)`` class logits, dense ``(B, C, *S)`` logits, or (``multilabel``) any shape.
-        targets: ``(N,)`` / ``(B, *S)`` class indices (``C == 1``: 0/1), or 0/1 of the logits' shape.
-        ignore_index: Target value left out (void pixels).
-        multilabel: Every logit is an independent sigmoid with a 0/1 target of the same shape.
-        bounds: ``(lo, hi)`` with ``0 < lo < 1 < hi``.
-        max_iter: Golden-section steps (each shrinks the interval by 0.618).
-        tol: Stop when the ``log T`` interval is narrower than this.
-
-    Returns:
-        The temperature (divide the logits by it). 1.0 when the data cannot fix one.
-
-    Warns:
-        CalibrationWarning: Empty input, tied/constant logits (T left at 1.0), all-correct or
-            all-wrong data, a single target class, or an optimum on a bound (T clamped there).
+    Attributes:
+        temperature: The fitted temperature (1.0 when the data cannot fix one; clamped to the bounds).
+        case: The degenerate case the data shows (``"all-correct validation data ..."``), or ``None``.
+        at_bound: The optimum lies on (or beyond) a bound: ``temperature`` is that bound.
+        bounds: The bounds searched.
+        message: The warning :func:`fit_temperature` gives (``None``: a clean fit).
     """
+
+    temperature: float
+    case: str | None = None
+    at_bound: bool = False
+    bounds: tuple[float, float] = DEFAULT_BOUNDS
+    message: str | None = None
+
+    @property
+    def degenerate(self) -> bool:
+        """Whether the data failed to fix a temperature inside the bounds (a case, or a bound)."""
+        return self.case is not None or self.at_bound
+
+    @property
+    def reason(self) -> str | None:
+        """One phrase saying why the fit is degenerate (``None`` when it is not)."""
+        if not self.degenerate:
+            return None
+        where = f"T at its bound {self.temperature:.4g} (bounds {self.bounds[0]:g}..{self.bounds[1]:g})"
+        if self.case is None:
+            return where
+        return f"{self.case}; {where}" if self.at_bound else self.case
+
+
+def at_bound(temperature: float, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> bool:
+    """Whether ``temperature`` sits on one of ``bounds`` (to 0.1 % in ``log T``), as a degenerate fit leaves it."""
+    t = float(temperature)
+    return t > 0 and min(abs(math.log(t) - math.log(b)) for b in bounds) < 1e-3
+
+
+def temperature_fit(logits: Tensor, targets: Tensor, *, ignore_index: int | None = None, multilabel: bool = False,
+                    bounds: tuple[float, float] = DEFAULT_BOUNDS, max_iter: int = 100,
+                    tol: float = 1e-7) -> TemperatureFit:
+    """:func:`fit_temperature` without the warning: the temperature and whether the data could fix it."""
     lo, hi = _check_bounds(bounds)
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1; received {max_iter!r}")
     kind, z, y = _pairs(logits, targets, ignore_index=ignore_index, multilabel=multilabel)
     if y.numel() == 0:
-        warnings.warn("fit_temperature: empty input (no counted samples or positions); temperature left at 1.0",
-                      CalibrationWarning, stacklevel=2)
-        return 1.0
+        case = "empty input (no counted samples or positions)"
+        return TemperatureFit(1.0, case, False, (lo, hi), f"fit_temperature: {case}; temperature left at 1.0")
     if not bool(torch.isfinite(z).all()):
         raise ValueError("logits hold NaN or Inf values; a temperature cannot be fitted to them")
     fatal, notice = _degenerate(kind, z, y)
     if fatal is not None:
-        warnings.warn(f"fit_temperature: {fatal}: the NLL does not depend on T; temperature left at 1.0",
-                      CalibrationWarning, stacklevel=2)
-        return 1.0
+        return TemperatureFit(1.0, fatal, False, (lo, hi),
+                              f"fit_temperature: {fatal}: the NLL does not depend on T; temperature left at 1.0")
     a, b = math.log(lo), math.log(hi)
     f = {}
 
@@ -195,13 +219,45 @@ def fit_temperature(logits: Tensor, targets: Tensor, *, ignore_index: int | None
             d = a + _GOLDEN * (b - a)
     best = min([(nll(u), u) for u in ((a + b) / 2, math.log(lo), math.log(hi))])[1]
     t = min(max(math.exp(best), lo), hi)
-    at_bound = min(abs(best - math.log(lo)), abs(best - math.log(hi))) < 1e-3
-    if notice is not None or at_bound:
-        where = f"bounded at {t:.4g} (bounds {lo:g}..{hi:g})" if at_bound else f"fitted T = {t:.4g}"
-        case = notice or "the optimum lies outside the bounds"
-        warnings.warn(f"fit_temperature: {case}; {where}. Check the validation split (size, labels) before "
-                      "trusting the calibrated figures", CalibrationWarning, stacklevel=2)
-    return t
+    bounded = min(abs(best - math.log(lo)), abs(best - math.log(hi))) < 1e-3
+    message = None
+    if notice is not None or bounded:
+        where = f"bounded at {t:.4g} (bounds {lo:g}..{hi:g})" if bounded else f"fitted T = {t:.4g}"
+        message = (f"fit_temperature: {notice or 'the optimum lies outside the bounds'}; {where}. Check the "
+                   "validation split (size, labels) before trusting the calibrated figures")
+    return TemperatureFit(t, notice, bounded, (lo, hi), message)
+
+
+def fit_temperature(logits: Tensor, targets: Tensor, *, ignore_index: int | None = None, multilabel: bool = False,
+                    bounds: tuple[float, float] = DEFAULT_BOUNDS, max_iter: int = 100, tol: float = 1e-7) -> float:
+    """The temperature ``T`` in ``bounds`` minimising the NLL of ``logits / T`` (Guo et al. 2017).
+
+    The search runs over ``u = log T`` by golden-section search: the NLL is convex in ``1 / T`` and
+    so unimodal in ``log T``, the search needs no gradient or learning rate, and it stays inside
+    the bounds. Computed in float64 on the logits' device. :func:`temperature_fit` returns the
+    same temperature with the degenerate case named, without warning.
+
+    Args:
+        logits: ``(N, C)`` class logits, dense ``(B, C, *S)`` logits, or (``multilabel``) any shape.
+        targets: ``(N,)`` / ``(B, *S)`` class indices (``C == 1``: 0/1), or 0/1 of the logits' shape.
+        ignore_index: Target value left out (void pixels).
+        multilabel: Every logit is an independent sigmoid with a 0/1 target of the same shape.
+        bounds: ``(lo, hi)`` with ``0 < lo < 1 < hi``.
+        max_iter: Golden-section steps (each shrinks the interval by 0.618).
+        tol: Stop when the ``log T`` interval is narrower than this.
+
+    Returns:
+        The temperature (divide the logits by it). 1.0 when the data cannot fix one.
+
+    Warns:
+        CalibrationWarning: Empty input, tied/constant logits (T left at 1.0), all-correct or
+            all-wrong data, a single target class, or an optimum on a bound (T clamped there).
+    """
+    found = temperature_fit(logits, targets, ignore_index=ignore_index, multilabel=multilabel, bounds=bounds,
+                            max_iter=max_iter, tol=tol)
+    if found.message is not None:
+        warnings.warn(found.message, CalibrationWarning, stacklevel=2)
+    return found.temperature
 
 
 class TemperatureScaler(torch.nn.Module):
@@ -226,7 +282,7 @@ class TemperatureScaler(torch.nn.Module):
     """
 
     def __init__(self, *, ignore_index: int | None = None, multilabel: bool = False,
-                 bounds: tuple[float, float] = (0.05, 20.0), max_per_update: int = 65536, seed: int = 0) -> None:
+                 bounds: tuple[float, float] = DEFAULT_BOUNDS, max_per_update: int = 65536, seed: int = 0) -> None:
         super().__init__()
         self.bounds = _check_bounds(bounds)
         if not isinstance(max_per_update, int) or max_per_update < 1:
@@ -237,6 +293,8 @@ class TemperatureScaler(torch.nn.Module):
         self._kind: str | None = None
         self._z: list[Tensor] = []
         self._y: list[Tensor] = []
+        #: What the last :meth:`fit` found (``None`` before one).
+        self.last_fit: TemperatureFit | None = None
 
     def reset(self) -> None:
         """Drop the accumulated logits (the temperature stays)."""
@@ -263,19 +321,18 @@ class TemperatureScaler(torch.nn.Module):
         return sum(int(y.numel()) for y in self._y)
 
     def fit(self) -> float:
-        """Fit the temperature on what :meth:`update` kept; store and return it."""
+        """Fit the temperature on what :meth:`update` kept; store and return it (:attr:`last_fit` says how)."""
         if not self._y:
-            warnings.warn("TemperatureScaler.fit: no batches were added; temperature left at 1.0",
-                          CalibrationWarning, stacklevel=2)
-            t = 1.0
+            message = "TemperatureScaler.fit: no batches were added; temperature left at 1.0"
+            self.last_fit = TemperatureFit(1.0, "no batches were added", False, self.bounds, message)
         else:
             z, y = torch.cat(self._z), torch.cat(self._y)
-            if self._kind == "sigmoid":
-                t = fit_temperature(z, y.double(), multilabel=True, bounds=self.bounds)
-            else:
-                t = fit_temperature(z, y, bounds=self.bounds)
-        self.temperature.fill_(t)
-        return t
+            sigmoid = self._kind == "sigmoid"
+            self.last_fit = temperature_fit(z, y.double() if sigmoid else y, multilabel=sigmoid, bounds=self.bounds)
+        if self.last_fit.message is not None:
+            warnings.warn(self.last_fit.message, CalibrationWarning, stacklevel=2)
+        self.temperature.fill_(self.last_fit.temperature)
+        return self.last_fit.temperature
 
     def nll(self, temperature: float | None = None) -> float:
         """Mean NLL of what :meth:`update` kept at ``temperature`` (default: the fitted one; 1.0 = raw)."""
@@ -296,97 +353,3 @@ class TemperatureScaler(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={float(self.temperature):.4g}"
-
-
-def adaptive_calibration_bins(confidence: Tensor, correct: Tensor, *,
-                              n_bins: int = 15) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-bin ``(count, sum of confidence, sum of correct)`` over equal-mass bins.
-
-    Predictions are sorted by confidence (stable) and cut into ``n_bins`` runs whose sizes differ
-    by at most one, the first ``N % n_bins`` runs one larger (``numpy.array_split``), so ties at a
-    cut may fall on both sides.
-    """
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be an int >= 1; received {n_bins!r}")
-    n = confidence.numel()
-    order = torch.sort(confidence.reshape(-1).double(), stable=True)
-    conf = order.values
-    hit = correct.reshape(-1).double()[order.indices]
-    sizes = [n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)]
-    index = torch.repeat_interleave(torch.arange(n_bins, device=conf.device), torch.tensor(sizes, device=conf.device))
-    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device)
-    count.index_add_(0, index, torch.ones_like(conf))
-    return count, torch.zeros_like(count).index_add_(0, index, conf), torch.zeros_like(count).index_add_(0, index, hit)
-
-
-def _ece(count: Tensor, conf: Tensor, acc: Tensor) -> Tensor:
-    total = count.sum()
-    if total == 0:
-        return torch.tensor(0.0)
-    ok = count > 0
-    return ((acc[ok] / count[ok] - conf[ok] / count[ok]).abs() * count[ok] / total).sum().float()
-
-
-def adaptive_ece(probs: Tensor, targets: Tensor, *, n_bins: int = 15, from_logits: bool = False,
-                 ignore_index: int | None = None) -> Tensor:
-    """Adaptive (equal-mass) ECE: ``sum_b (n_b / N) |acc_b - conf_b|`` over bins of equal count.
-
-    The 15-bin ECE of :mod:`mmix_applied.metrics` uses equal-width bins, which for a confident
-    model leave nearly every prediction in the last bin; equal-mass bins (Nixon et al., CVPR-W 2019)
-    spread them evenly. Inputs as :func:`mmix_applied.metrics.flatten_scores` takes them
-    (probabilities by default; ``C == 1`` is a binary output judged on the top label of ``[1-p, p]``).
-    """
-    _, p, y = flatten_scores(probs, targets, from_logits=from_logits, ignore_index=ignore_index)
-    confidence, predicted = p.max(1)
-    return _ece(*adaptive_calibration_bins(confidence, predicted == y, n_bins=n_bins))
-
-
-class AdaptiveCalibrationError(Metric):
-    """Adaptive (equal-mass) ECE as a torchmetrics metric.
-
-    Equal-mass bins need every confidence, so the states are concatenated (two floats per
-    counted position, gathered across processes). Bound for dense outputs: with
-    ``max_per_update`` set, each update keeps a seeded random subsample of that many positions.
-
-    Args:
-        n_bins: Equal-mass bins.
-        from_logits: Scores are logits (else probabilities).
-        ignore_index: Target value left out.
-        max_per_update: Most positions kept per update (``None``: all).
-        seed: Seed of the subsample.
-    """
-
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self, *, n_bins: int = 15, from_logits: bool = True, ignore_index: int | None = None,
-                 max_per_update: int | None = None, seed: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if not isinstance(n_bins, int) or n_bins < 1:
-            raise ValueError(f"n_bins must be an int >= 1; received {n_bins!r}")
-        self.n_bins, self.from_logits, self.ignore_index = n_bins, from_logits, ignore_index
-        self.max_per_update = max_per_update
-        self._generator = torch.Generator().manual_seed(seed)
-        self.add_state("confidence", default=[], dist_reduce_fx="cat")
-        self.add_state("correct", default=[], dist_reduce_fx="cat")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch."""
-        _, p, y = flatten_scores(preds.detach(), target, from_logits=self.from_logits, ignore_index=self.ignore_index)
-        confidence, predicted = p.max(1)
-        correct = (predicted == y).to(confidence.dtype)
-        if self.max_per_update is not None and confidence.numel() > self.max_per_update:
-            keep = torch.randperm(confidence.numel(), generator=self._generator)[: self.max_per_update]
-            keep = keep.to(confidence.device)
-            confidence, correct = confidence[keep], correct[keep]
-        self.confidence.append(confidence)
-        self.correct.append(correct)
-
-    def compute(self) -> Tensor:
-        """The adaptive ECE so far (0 when empty)."""
-        conf = self.confidence if isinstance(self.confidence, Tensor) else (
-            torch.cat(self.confidence) if self.confidence else torch.zeros(0))
-        hit = self.correct if isinstance(self.correct, Tensor) else (
-            torch.cat(self.correct) if self.correct else torch.zeros(0))
-        return _ece(*adaptive_calibration_bins(conf, hit, n_bins=self.n_bins))

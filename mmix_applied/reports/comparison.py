@@ -9,7 +9,8 @@ tested and rerun without training. No Lightning import.
 
 Statistics: the mean and the sample standard deviation (``ddof=1``) over seeds. A winner's lead
 is **beyond the seed spread** when the gap between the best and the second-best mean exceeds the
-larger of their two standard deviations; with one seed the spread is unknown. Manifold Mixup's
+larger of their two standard deviations, judged only with at least :data:`MIN_SEEDS` (3) seeds
+each: the std of two seeds is one difference, too rough to call anything beyond it. Manifold Mixup's
 claims (Verma et al., ICML 2019) are about differences of a few percent, of the order of the
 seed-to-seed spread on small data, so the report also gives the **paired** difference to the
 baseline: per seed (same data subset and initialisation) ``variant - baseline``, then the mean
@@ -28,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from mmix_applied.metrics.temperature import at_bound
+
 __all__ = [
+    "MIN_SEEDS",
     "metric_direction",
     "metric_order",
     "mean_std",
@@ -41,7 +45,11 @@ __all__ = [
     "variants_in_order",
     "verdicts",
     "short_name",
+    "temperature_flag",
 ]
+
+#: Seeds each side needs before a gap is called beyond (or within) the seed spread.
+MIN_SEEDS = 3
 
 _HIGHER = ("acc", "dice", "auroc", "iou", "f1", "precision", "recall")
 _LOWER = ("nll", "ece", "brier", "cer", "wer", "hd95", "loss", "fpr", "error")
@@ -119,9 +127,10 @@ def verdicts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str,
     """Per recipe and directed metric: the winner, its gap to the runner-up, and whether it is beyond the spread.
 
     Returns:
-        ``{recipe: {metric: {"winner", "runner_up", "gap", "spread", "beyond_spread"}}}``;
+        ``{recipe: {metric: {"winner", "runner_up", "gap", "spread", "beyond_spread", "seeds"}}}``;
         ``winner`` is ``"tie"`` when the two best means are equal; ``beyond_spread`` is ``None``
-        with a single seed or a single variant.
+        with a single variant or fewer than :data:`MIN_SEEDS` seeds on either side (``seeds``: the
+        smaller count).
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for recipe, metrics in summarize(rows).items():
@@ -133,16 +142,17 @@ def verdicts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str,
             winner, best = ranked[0]
             if len(ranked) == 1:
                 out.setdefault(recipe, {})[metric] = {"winner": winner, "runner_up": None, "gap": None,
-                                                      "spread": None, "beyond_spread": None}
+                                                      "spread": None, "beyond_spread": None, "seeds": best["n"]}
                 continue
             runner, second = ranked[1]
             gap = abs(best["mean"] - second["mean"])
             spread = max(best["std"], second["std"])
-            beyond = None if math.isnan(spread) else bool(gap > spread)
+            seeds = min(best["n"], second["n"])
+            beyond = None if math.isnan(spread) or seeds < MIN_SEEDS else bool(gap > spread)
             if gap == 0:
                 winner, beyond = "tie", False
             out.setdefault(recipe, {})[metric] = {"winner": winner, "runner_up": runner, "gap": gap,
-                                                  "spread": spread, "beyond_spread": beyond}
+                                                  "spread": spread, "beyond_spread": beyond, "seeds": seeds}
     return out
 
 
@@ -181,7 +191,8 @@ def verdict_line(rows: Sequence[Mapping[str, Any]], *, metric: str = "test/nll_s
     """One sentence computed from the paired per-seed differences ``variant - baseline`` of ``metric``.
 
     "Beyond the seed spread" means the mean paired difference exceeds its standard deviation
-    over seeds (two seeds or more); with one seed there is no spread and the sentence says so.
+    over seeds, judged with :data:`MIN_SEEDS` (3) seeds or more; with fewer the sentence says
+    the seeds are too few.
     Whether the variant lowered or raised the metric, and whether that is a win, follows from
     :func:`metric_direction`.
 
@@ -202,6 +213,8 @@ def verdict_line(rows: Sequence[Mapping[str, Any]], *, metric: str = "test/nll_s
     outcome = "" if won is None or mean == 0 else (" (mixing won)" if won else " (mixing lost)")
     if n < 2 or math.isnan(std):
         spread = "one seed: no seed spread to judge it against"
+    elif n < MIN_SEEDS:
+        spread = f"{n} seeds: too few to judge it against the seed spread (need {MIN_SEEDS} or more)"
     else:
         spread = "beyond the seed spread" if abs(mean) > std else "within the seed spread"
     size = f" by {abs(mean):.3f} ± {0.0 if math.isnan(std) else std:.3f}" if mean != 0 else ""
@@ -232,7 +245,9 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
     seeds = sorted({int(r["seed"]) for r in rows})
     lines += [f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std "
               "(ddof=1) over seeds; `_scaled` rows use the fitted temperature and follow their raw row. A lead is "
-              "*beyond seed spread* when the gap to the runner-up exceeds the larger of their two stds.", ""]
+              "*beyond seed spread* when the gap to the runner-up exceeds the larger of their two stds, judged "
+              f"with {MIN_SEEDS} seeds or more. `conf_gap` is mean confidence − accuracy (> 0 overconfident, "
+              "< 0 underconfident); OOD AUROC and FPR95 treat in-distribution images as the positive class.", ""]
     summary, wins, paired = summarize(rows), verdicts(rows), paired_differences(rows, baseline=baseline)
     for recipe, metrics in summary.items():
         lines += [f"## {recipe}", "", "| metric | " + " | ".join(variants) + " | best | verdict |",
@@ -247,13 +262,19 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
                 best = win["winner"]
                 if best == "tie":
                     verdict = "tie"
-                elif win["beyond_spread"] is None:
+                elif win["beyond_spread"] is None and win["seeds"] < 2:
                     verdict = "one seed: spread unknown"
+                elif win["beyond_spread"] is None:
+                    verdict = f"{win['seeds']} seeds: too few to judge the spread (need {MIN_SEEDS})"
                 elif win["beyond_spread"]:
                     verdict = f"beyond seed spread (gap {_fmt(win['gap'])} > {_fmt(win['spread'])})"
                 else:
                     verdict = f"not beyond seed spread (gap {_fmt(win['gap'])} ≤ {_fmt(win['spread'])})"
             cells = " | ".join(_cell(metrics[metric].get(v)) for v in variants)
+            if metric == "temperature":
+                flagged = [f"{r['variant']} seed {r['seed']}" for r in rows
+                           if r["recipe"] == recipe and temperature_flag(r)]
+                verdict += f"; ⚠ fallback or at a bound: {', '.join(flagged)} (see Runs)" if flagged else ""
             lines.append(f"| {short_name(metric)} | {cells} | {best} | {verdict} |")
         lines.append("")
         others = [v for v in variants if v != baseline]
@@ -277,9 +298,24 @@ def render_report(rows: Sequence[Mapping[str, Any]], *, command: str, baseline: 
         lines.append("")
     lines += ["## Runs", "", "| recipe | variant | seed | temperature | wall (s) | run |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['variant']} | {r['seed']} | {_fmt(r.get('temperature'))} | "
-                     f"{_fmt(r.get('wall_s'))} | {r['run_dir']} |")
+        flag = temperature_flag(r)
+        lines.append(f"| {r['recipe']} | {r['variant']} | {r['seed']} | {_fmt(r.get('temperature'))}"
+                     f"{f' ⚠ {flag}' if flag else ''} | {_fmt(r.get('wall_s'))} | {r['run_dir']} |")
     return "\n".join(lines) + "\n"
+
+
+def temperature_flag(row: Mapping[str, Any]) -> str | None:
+    """Why a run's temperature is not to be trusted: the engine fell back to ``T = 1`` (its note), or T is on a bound.
+
+    A run tested before the fallback existed keeps its bounded T (0.05 or 20): that is flagged too.
+    """
+    note = (row.get("metrics") or {}).get("temperature_note")
+    if isinstance(note, str) and note:
+        return note
+    t = row.get("temperature")
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and at_bound(float(t)):
+        return f"T = {float(t):g} is at its bound: the validation split could not fix a temperature"
+    return None
 
 
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:

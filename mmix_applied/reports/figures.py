@@ -25,8 +25,9 @@ from mmix_applied.utils.atomic import atomic_write_bytes
 if TYPE_CHECKING:
     from mmix_applied.metrics.spectrum import ClassSpectra
 
-__all__ = ["new_figure", "plot_metric_bars", "plot_reliability", "plot_spectra", "plot_validation_curves",
-           "reliability_diagram", "save_figure"]
+__all__ = ["calibration_direction", "confusion_matrix_figure", "new_figure", "plot_metric_bars",
+           "plot_pooled_reliability", "plot_reliability", "plot_spectra", "plot_validation_curves",
+           "reliability_diagram", "reliability_figure", "save_figure"]
 
 _COLORS = {"none": "tab:gray", "input": "tab:blue", "manifold": "tab:red"}
 
@@ -61,41 +62,75 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def reliability_diagram(bins: dict[str, Any], path: str | os.PathLike, *, title: str = "Reliability diagram",
-                        ece: float | None = None) -> Path:
-    """Draw a reliability diagram and save it (PNG/SVG/PDF by suffix), atomically.
+def _signed_gap(count: np.ndarray, conf: np.ndarray, acc: np.ndarray) -> float:
+    ok = count > 0
+    total = count[ok].sum()
+    return float(((conf[ok] - acc[ok]) * count[ok]).sum() / total) if total else 0.0
+
+
+def calibration_direction(gap: float) -> str:
+    """``"overconfident"`` (mean confidence above accuracy), ``"underconfident"`` or ``"calibrated"`` (0)."""
+    return "overconfident" if gap > 0 else "underconfident" if gap < 0 else "calibrated"
+
+
+def reliability_figure(bins: Mapping[str, Any], *, title: str = "Reliability diagram", ece: float | None = None) -> Any:
+    """A reliability diagram: accuracy bars, the gap to the confidence, and a histogram of the bins.
+
+    The gap bar of each bin spans from the lower of accuracy and mean confidence to the higher
+    (height ``|conf - acc|``, as torch-uncertainty draws it), red where the bin is overconfident
+    (confidence above accuracy) and orange where it is underconfident; the title gives the ECE and
+    the overall direction (mean confidence minus accuracy).
 
     Args:
         bins: ``ExpectedCalibrationError.bins()``: ``count``, ``confidence``, ``accuracy``, ``edges``.
-        path: Output image file.
         title: Figure title.
-        ece: ECE to print in the legend (computed from ``bins`` if omitted).
+        ece: ECE to print (computed from ``bins`` if omitted).
 
     Returns:
-        The path written.
+        The matplotlib ``Figure``.
     """
     for key in ("count", "confidence", "accuracy", "edges"):
         if key not in bins:
             raise KeyError(f"bins needs keys count, confidence, accuracy, edges; missing {key!r}")
     count, conf, acc, edges = (_as_numpy(bins[k]) for k in ("count", "confidence", "accuracy", "edges"))
+    ok = count > 0
     if ece is None:
         total = count.sum()
-        ok = count > 0
         ece = float((np.abs(acc[ok] - conf[ok]) * count[ok]).sum() / total) if total else 0.0
+    gap = _signed_gap(count, conf, acc)
     centers = (edges[:-1] + edges[1:]) / 2
     width = edges[1:] - edges[:-1]
-    fig = new_figure(figsize=(4.5, 5.5))
+    fig = new_figure(figsize=(5.0, 5.8))
     ax, ax_hist = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ok = count > 0
-    ax.bar(centers[ok], acc[ok], width=width[ok], edgecolor="black", color="tab:blue", label="accuracy")
-    ax.bar(centers[ok], conf[ok] - acc[ok], bottom=acc[ok], width=width[ok], color="tab:red", alpha=0.3,
-           edgecolor="tab:red", label="gap")
+    low, height = np.minimum(acc, conf), np.abs(conf - acc)
+    ax.bar(centers[ok], low[ok], width=width[ok], edgecolor="black", color="tab:blue", alpha=0.7,
+           label="below accuracy and confidence")
+    for side, color, label in ((conf > acc, "tab:red", "gap: overconfident (confidence > accuracy)"),
+                               (acc > conf, "tab:orange", "gap: underconfident (accuracy > confidence)")):
+        keep = ok & side
+        if keep.any():
+            ax.bar(centers[keep], height[keep], bottom=low[keep], width=width[keep], color=color, alpha=0.5,
+                   edgecolor=color, hatch="//", label=label)
+    ax.hlines(acc[ok], edges[:-1][ok], edges[1:][ok], colors="black", linewidth=2, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title}\nECE = {ece:.4f}")
-    ax.legend(loc="upper left", fontsize=8)
+    direction = calibration_direction(gap)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy",
+           title=f"{title}\nECE {ece:.4f}, {direction} (conf − acc {gap:+.4f})")
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=7)
     ax_hist.bar(centers, count / max(count.sum(), 1), width=width, color="gray", edgecolor="black")
     ax_hist.set(xlabel="confidence", ylabel="fraction")
-    return save_figure(fig, path)
+    return fig
+
+
+def reliability_diagram(bins: Mapping[str, Any], path: str | os.PathLike, *, title: str = "Reliability diagram",
+                        ece: float | None = None) -> Path:
+    """Draw :func:`reliability_figure` and save it (PNG/SVG/PDF by suffix), atomically.
+
+    Returns:
+        The path written.
+    """
+    return save_figure(reliability_figure(bins, title=title, ece=ece), path)
 
 
 def plot_validation_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
@@ -152,6 +187,76 @@ def plot_reliability(bins_by_variant: Mapping[str, Mapping[str, Mapping[str, Any
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title} ({kind})")
         ax.legend(fontsize=8, loc="upper left")
     return save_figure(fig, path)
+
+
+_SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def plot_pooled_reliability(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | os.PathLike, *,
+                            title: str = "Reliability", notes: Mapping[str, str] | None = None) -> Path:
+    """Reliability curves pooled over seeds, one panel per kind (``raw``, ``scaled``), seeds told apart.
+
+    ``curves[variant][kind]`` holds ``pooled`` (bins of every seed's predictions together, drawn as a
+    line with binomial error bars ``sqrt(acc (1 - acc) / n)``) and ``per_seed`` (``{seed: bins}``,
+    drawn as small markers, one shape per seed, in the variant's colour); bins as
+    :func:`mmix_applied.metrics.calibration_curve` returns them. ``notes[kind]`` is printed under
+    the panel (the binning, a temperature at its bound).
+    """
+    kinds = [k for k in ("raw", "scaled") if any(k in c for c in curves.values())]
+    if not kinds:
+        raise ValueError("plot_pooled_reliability needs curves under 'raw' or 'scaled'; received none")
+    fig = new_figure(figsize=(5.0 * len(kinds), 5.2))
+    axes = np.atleast_1d(fig.subplots(1, len(kinds))).reshape(-1)
+    seeds = sorted({int(s) for c in curves.values() for k in kinds for s in (c.get(k) or {}).get("per_seed", {})})
+    marker = {s: _SEED_MARKERS[i % len(_SEED_MARKERS)] for i, s in enumerate(seeds)}
+    for ax, kind in zip(axes, kinds):
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        for variant, by_kind in curves.items():
+            if kind not in by_kind:
+                continue
+            color = _COLORS.get(variant)
+            b = {k: _as_numpy(v) for k, v in by_kind[kind]["pooled"].items()}
+            ok = b["count"] > 0
+            err = np.sqrt(b["accuracy"][ok] * (1 - b["accuracy"][ok]) / b["count"][ok])
+            ax.errorbar(b["confidence"][ok], b["accuracy"][ok], yerr=err, marker="o", color=color, capsize=2,
+                        linewidth=1.8, label=f"{variant} (pooled, n = {int(b['count'].sum())})")
+            for seed, bins in sorted((by_kind[kind].get("per_seed") or {}).items()):
+                s = {k: _as_numpy(v) for k, v in bins.items()}
+                keep = s["count"] > 0
+                ax.scatter(s["confidence"][keep], s["accuracy"][keep], marker=marker[int(seed)], s=18, alpha=0.5,
+                           color=color, linewidths=0)
+        for seed in seeds:
+            ax.scatter([], [], marker=marker[seed], color="gray", s=18, label=f"seed {seed}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title} ({kind})")
+        ax.legend(fontsize=7, loc="upper left")
+        if notes and notes.get(kind):
+            ax.text(0.98, 0.02, notes[kind], transform=ax.transAxes, ha="right", va="bottom", fontsize=7, wrap=True)
+    return save_figure(fig, path)
+
+
+def confusion_matrix_figure(matrix: Any, class_names: Sequence[str], *, title: str = "Confusion matrix") -> Any:
+    """Counts (rows: true class, columns: predicted), each row's share as the shade.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    counts = _as_numpy(matrix)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix of shape {counts.shape} for {n} class names; they must agree")
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * n + 2.0)
+    fig = new_figure(figsize=(size, size))
+    ax = fig.subplots()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), list(class_names), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), list(class_names), fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return fig
 
 
 def plot_metric_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], path: str | os.PathLike, *,

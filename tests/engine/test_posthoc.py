@@ -22,7 +22,7 @@ from mmix_applied.data.ood import photo_patches
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict
 from mmix_applied.engine import test as run_test
 from mmix_applied.metrics.ood import ood_metrics
-from mmix_applied.metrics.temperature import fit_temperature, scaled_nll
+from mmix_applied.metrics.temperature import scaled_nll, temperature_fit
 from tests.helpers import ROOT
 
 CONFIG = ROOT / "configs" / "classification.yaml"
@@ -68,15 +68,23 @@ def test_every_checkpoint_holds_its_own_fitted_temperature(run):
     saved = json.loads((run_dir / "temperature.json").read_text())
     ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     assert len(ckpts) >= 2 and set(saved["checkpoints"]) == {p.name for p in ckpts}
+    fitted = 0
     for ckpt in ckpts:
-        t = load_checkpoint(ckpt)["mmix"]["temperature"]
+        state = load_checkpoint(ckpt)["mmix"]
+        t = state["temperature"]
         assert t == saved["checkpoints"][ckpt.name]
         z, y = _logits(root, ckpt, "val")  # the whole validation split
-        assert t == pytest.approx(fit_temperature(z, y), rel=1e-6)
+        found = temperature_fit(z, y)
+        assert state["temperature_fitted"] == pytest.approx(found.temperature, rel=1e-6)
+        # a fit on a bound (or on degenerate data) is not used: T = 1 with the reason
+        assert t == (1.0 if found.degenerate else pytest.approx(found.temperature, rel=1e-6))
+        assert (state["temperature_note"] is not None) == found.degenerate == (ckpt.name in saved["notes"])
+        fitted += not found.degenerate
         assert scaled_nll(z, y, t) <= scaled_nll(z, y, 1.0) + 1e-12  # scaling never raises the fitting NLL
         # the validation NLL raw and at T (what settings are chosen on), against the logits by hand
         assert saved["val_nll"][ckpt.name] == pytest.approx(scaled_nll(z, y, 1.0), rel=1e-5)
         assert saved["val_nll_scaled"][ckpt.name] == pytest.approx(scaled_nll(z, y, t), rel=1e-5)
+    assert fitted >= 1  # at least one checkpoint exercises a real temperature
     assert saved["temperature"] == saved["checkpoints"]["last.ckpt"]
     figures = validation_figures(run_dir)  # compare's row: the last epoch's metrics and the scaled NLL
     assert figures["val/nll_scaled"] == saved["val_nll_scaled"]["last.ckpt"]
@@ -182,7 +190,7 @@ def test_cli_prints_test_table_without_lightning_banners(run, capfd, lightning_l
     out, err = capfd.readouterr()
     assert not lightning_log.messages
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "raw", "scaled"]
+    assert lines[0].split() == ["metric", "raw", "scaled", "note"]
     nll = next(line for line in lines if line.startswith("test/nll "))
     assert len(nll.split()) == 3  # raw and scaled side by side
     assert "temperature:" in out

@@ -1,4 +1,4 @@
-"""Temperature scaling and adaptive ECE against independent computations (scipy, numpy, torchmetrics)."""
+"""Temperature scaling against independent computations (scipy, numpy)."""
 
 import math
 import warnings
@@ -9,13 +9,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax as np_log_softmax
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mmix_applied.metrics.temperature import (
-    AdaptiveCalibrationError,
     CalibrationWarning,
     TemperatureScaler,
-    adaptive_ece,
     fit_temperature,
     scaled_nll,
 )
@@ -147,47 +144,6 @@ def test_scaler_streams_subsamples_and_round_trips_state_dict():
 def test_scaler_without_data_warns():
     with pytest.warns(CalibrationWarning, match="no batches"):
         assert TemperatureScaler().fit() == 1.0
-
-
-def _hand_adaptive_ece(conf, correct, n_bins):
-    order = np.argsort(conf, kind="stable")
-    total = 0.0
-    for idx in np.array_split(order, n_bins):
-        if len(idx):
-            total += len(idx) / len(conf) * abs(correct[idx].mean() - conf[idx].mean())
-    return total
-
-
-def test_adaptive_ece_against_a_hand_computation():
-    g = torch.Generator().manual_seed(8)
-    probs = torch.softmax(torch.randn(103, 4, generator=g) * 2, 1)
-    y = torch.randint(0, 4, (103,), generator=g)
-    conf, pred = probs.max(1)
-    ref = _hand_adaptive_ece(conf.double().numpy(), (pred == y).double().numpy(), 10)
-    assert adaptive_ece(probs, y, n_bins=10).item() == pytest.approx(ref, abs=1e-6)
-    metric = AdaptiveCalibrationError(n_bins=10, from_logits=False)
-    metric.update(probs[:50], y[:50])
-    metric.update(probs[50:], y[50:])
-    assert metric.compute().item() == pytest.approx(ref, abs=1e-6)
-
-
-def test_adaptive_ece_equals_torchmetrics_where_the_bins_coincide():
-    # 10 predictions in each of 5 equal-width bins: equal-mass and equal-width bins are the same sets
-    rng = np.random.default_rng(0)
-    n_bins, per = 5, 10
-    conf = np.concatenate([rng.uniform(0.51 + 0.1 * b, 0.59 + 0.1 * b, per) for b in range(n_bins)])
-    probs = torch.tensor(np.stack([conf, 1 - conf], 1), dtype=torch.float32)
-    y = torch.tensor(rng.integers(0, 2, len(conf)))
-    ours = adaptive_ece(probs, y, n_bins=n_bins).item()
-    ref = _hand_adaptive_ece(conf, (y.numpy() == 0).astype(float), n_bins)
-    assert ours == pytest.approx(ref, abs=1e-6)
-    widths = multiclass_calibration_error(probs, y, num_classes=2, n_bins=10, norm="l1").item()
-    assert ours == pytest.approx(widths, abs=1e-6)  # bins 0.5-0.6, ..., 0.9-1.0 hold 10 each
-    # and they differ once the mass is uneven: everything in one equal-width bin
-    skew = torch.tensor([[0.91 + 0.008 * i, 0.09 - 0.008 * i] for i in range(10)])
-    ys = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0, 1, 1])
-    assert adaptive_ece(skew, ys, n_bins=5).item() != pytest.approx(
-        multiclass_calibration_error(skew, ys, num_classes=2, n_bins=5, norm="l1").item(), abs=1e-4)
 
 
 def test_scaler_nll_is_the_mean_nll_of_what_it_kept():

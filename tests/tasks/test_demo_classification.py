@@ -34,7 +34,7 @@ def test_demo_compare_end_to_end_short(tmp_path, capsys):
     assert ("raised" in acc_line) == (acc_diffs.mean() > 0) and ("(mixing won)" in acc_line) == (acc_diffs.mean() > 0)
     assert f"by {abs(diffs.mean()):.3f} ± {diffs.std(ddof=1):.3f} (paired, 2 seeds" in line
     assert ("lowered" in line) == (diffs.mean() < 0) and ("(mixing lost)" in line) == (diffs.mean() > 0)
-    assert ("beyond the seed spread" in line) == (abs(diffs.mean()) > diffs.std(ddof=1))
+    assert "2 seeds: too few to judge it against the seed spread" in line  # a spread verdict needs 3 seeds
     assert (run / "classification_reliability.png").stat().st_size > 5_000
     assert line in (run / "demo.md").read_text()
     # the runs use the shipped demo config's mixing setting (the one the study chose), not the recipe's defaults

@@ -24,10 +24,17 @@ def test_a_consistent_win_is_beyond_the_spread():
 
 
 def test_a_loss_says_so_and_a_noisy_gap_is_within_the_spread():
-    line = verdict_line(_rows([0.20, 0.20], [0.25, 0.26]))
-    assert "raised test/nll_scaled by 0.055" in line and "(mixing lost)" in line and "beyond" in line
+    line = verdict_line(_rows([0.20, 0.20, 0.20], [0.25, 0.26, 0.25]))
+    assert "raised test/nll_scaled by 0.053" in line and "(mixing lost)" in line and "beyond the seed spread" in line
     noisy = verdict_line(_rows([0.20, 0.20, 0.20], [0.10, 0.30, 0.17]))
     assert "lowered" in noisy and "within the seed spread (mixing won)" in noisy and "better on 2 of 3" in noisy
+
+
+def test_two_seeds_are_too_few_for_a_spread_verdict():
+    # a consistent two-seed gap (0.05 and 0.06, std 0.007) used to read "beyond the seed spread"
+    line = verdict_line(_rows([0.20, 0.20], [0.25, 0.26]))
+    assert "raised test/nll_scaled by 0.055" in line and "(mixing lost)" in line
+    assert "2 seeds: too few to judge it against the seed spread (need 3 or more)" in line and "beyond" not in line
 
 
 def test_higher_is_better_metrics_and_one_seed():

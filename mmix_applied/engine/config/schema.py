@@ -175,7 +175,8 @@ class TrainConfig:
         log_every_n_steps: Logging interval.
         deterministic: Deterministic algorithms (bitwise-reproducible on CPU).
         enable_progress_bar: Lightning's progress bar.
-        loggers: Any of ``csv``, ``tensorboard``.
+        loggers: Any of ``csv``, ``tensorboard``, ``mlflow`` (needs the mlflow package; ``MLFLOW_TRACKING_URI``
+            or ``run_dir/mlruns``).
         monitor: Metric for the best checkpoint.
         monitor_mode: ``min`` or ``max``.
         save_top_k: Best checkpoints to keep (-1: all, 0: none; ``last.ckpt`` is always written each epoch).
@@ -205,7 +206,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     deterministic: bool = False
     enable_progress_bar: bool = True
-    loggers: list[Literal["csv", "tensorboard"]] = dataclasses.field(
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = dataclasses.field(
         default_factory=lambda: ["csv", "tensorboard"]
     )
     monitor: str = "val/loss"
