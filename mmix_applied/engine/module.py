@@ -254,6 +254,8 @@ class MixupModule(pl.LightningModule):
             # under DDP, every process's mixer and torch RNG state (Lightning builds the checkpoint on all ranks)
             "rank_mixer": self._per_rank(mixer["generator"]) if mixer is not None else None,
             "rank_torch_rng": self._per_rank(rng["torch"]),
+            # what inference needs without the training data (mmix_applied.deploy.info)
+            "inference": {**self.recipe.inference_metadata(), "state_prefix": "model."},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
