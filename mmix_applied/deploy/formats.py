@@ -123,7 +123,11 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, *, example: torch.Tensor,
     net = CalibratedOutputs(plain_copy(model), temperature=temperature, activation=activation).eval()
     names = output_names(activation)
     example = example.detach().cpu()
+    # torch.export cannot keep a recurrent layer's sequence length dynamic (torch 2.14): go straight to the fallback
+    recurrent = any(isinstance(m, nn.RNNBase) for m in net.modules()) and any(a != 0 for a in dynamic_axes)
     try:
+        if recurrent:
+            raise NotImplementedError("a recurrent layer over a dynamic length")
         from torch.export import Dim
 
         shapes = {"x": {axis: (Dim(name, min=2) if axis == 0 else Dim.AUTO) for axis, name in dynamic_axes.items()}}

@@ -121,7 +121,7 @@ def write_volumes(root: Path) -> Path:
     nib.save(nib.Nifti1Image(image, affine), str(root / "vol.nii.gz"))
     nib.save(nib.Nifti1Image(label, affine), str(root / "lab.nii.gz"))
     pair = [{"image": "vol.nii.gz", "label": "lab.nii.gz"}]
-    (root / "d.json").write_text(json.dumps({"training": pair, "validation": pair, "test": pair}))
+    (root / "d.json").write_text(json.dumps({"training": pair * 2, "validation": pair, "test": pair}))
     return root / "d.json"
 
 
@@ -134,7 +134,7 @@ def segmentation_3d_config(run_dir: Path, datalist: Path):
                   "enable_progress_bar": False, "loggers": ["csv"]},
         "options": {"sw_batch_size": 2},
         "data": {"source": "datalist", "spatial_dims": 3, "num_classes": 3, "datalist": str(datalist),
-                 "pixdim": [2.0, 2.0, 2.0], "intensity_range": [0, 300], "patch_size": [16, 16, 8], "batch_size": 1,
+                 "pixdim": [2.0, 2.0, 2.0], "intensity_range": [0, 300], "patch_size": [16, 16, 8], "batch_size": 2,
                  "num_samples": 2}})
 
 
@@ -158,4 +158,4 @@ def handwriting_config(run_dir: Path):
     return load_config(ROOT / "configs" / "handwriting.yaml", [
         f"run.dir={run_dir.parent}", f"run.name={run_dir.name}", "model.options={hidden_size: 8, cnn_widths: [4, 8, 8, 8]}",
         "data.batch_size=4", "data.eval_batch_size=4", "data.digits.train_lines=12", "data.digits.val_lines=4",
-        "data.digits.test_lines=6", "data.digits.max_digits=4", "train.max_epochs=1", *CPU])
+        "data.digits.test_lines=6", "data.digits.max_digits=4", "train.max_epochs=1", "mix.warmup_epochs=0", *CPU])
