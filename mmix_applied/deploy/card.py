@@ -81,7 +81,8 @@ def _caveat(info: RunInfo) -> list[str]:
              "Mixed models come out underconfident (trained on soft targets everywhere): the raw softmax of a "
              "Manifold Mixup model understates how often it is right. A temperature `T` was fitted after training "
              "on the validation split (Guo et al., ICML 2017): use `probs_calibrated` (the ONNX / TorchScript second "
-             "output, `load_run(...).predict`), which is `softmax(logits / T)`."]
+             "output, `load_run(...).predict`), which is `softmax(logits / T)`" + (
+                 " (a sigmoid per label for binary and multilabel masks)." if info.activation == "sigmoid" else ".")]
     if t is None:
         lines += ["", "**No temperature was fitted for this run** (e.g. `options.calibrate=false` or no validation): "
                   "`probs_calibrated` equals the raw probabilities (T = 1)."]

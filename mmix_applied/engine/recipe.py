@@ -19,6 +19,10 @@ Writing a recipe:
 3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported on first use: recipes sit in
    the layer above the engine, so the registry names them instead of importing them) or a call to
    :func:`register_recipe`.
+4. For portable runs (:mod:`mmix_applied.deploy`): ``path_keys`` (config keys naming files, stored
+   absolute by ``fit``), ``inference_metadata`` (class names or charset and preprocessing, stored
+   in every checkpoint) and ``from_inference_metadata`` (``test``/``predict`` take them back from
+   the checkpoint instead of the training data).
 
 A new recipe is one file in ``tasks/`` and one YAML in ``configs/``. Exact resume (same batches,
 same augmentation after a kill) comes with :class:`mmix_applied.engine.datamodule.DataModule`:

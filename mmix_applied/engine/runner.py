@@ -87,7 +87,8 @@ def locate_checkpoint(spec: str | os.PathLike, config: Config | None = None, *,
             where = candidates[0] if candidates else Path(config.run.dir) / "*" / "checkpoints" / "last.ckpt"
             raise FileNotFoundError(f"--resume last: no checkpoint at {str(where)!r}; start a new run without "
                                     "--resume, or pass --resume PATH")
-        return RunCheckpoint(found[0], _run_dir_of_checkpoint(found[0]), "last", "last epoch of the latest run")
+        return RunCheckpoint(found[0], _run_dir_of_checkpoint(found[0]), "last",
+                             "last epoch" + ("" if config.run.name else " of the most recent run under run.dir"))
     return resolve_run_checkpoint(spec, default=default)
 
 
