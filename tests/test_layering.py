@@ -201,7 +201,7 @@ def test_the_recipe_registry_imports_first_in_a_fresh_interpreter():
 @pytest.mark.slow
 def test_every_module_imports_first_in_a_fresh_interpreter():
     failed = []
-    for module in sorted(MODULES):
+    for module in sorted(m for m in MODULES if not m.endswith(".__main__")):  # __main__ runs the CLI when imported
         out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             failed.append(f"{module}: {out.stderr.strip().splitlines()[-1]}")
