@@ -6,7 +6,9 @@ States", ICML 2019), adapters that mix targets or losses per output type, and re
 
 Importing the package loads the core, the adapters and the model registry (which registers the
 timm, smp and MONAI point resolvers, so ``default_points(model)`` knows those families); it
-imports none of Lightning, timm, smp or MONAI. The layers are described in docs/architecture.md.
+imports none of Lightning, timm, smp or MONAI. ``load_run`` and ``export_run`` (trained runs out of
+the library, :mod:`mmix_applied.deploy`) load on first use. The layers are described in
+docs/architecture.md.
 """
 
 import os as _os
@@ -29,7 +31,20 @@ from mmix_applied.utils import moved as _moved  # noqa: E402
 
 _moved.install()  # old import paths (mmix_applied.mixer, mmix_applied.calibration, ...) keep working
 
+#: Names served by mmix_applied.deploy, imported on first use (it loads the image readers).
+_DEPLOY = ("LoadedRun", "export_run", "load_run")
+
+
+def __getattr__(name: str) -> object:
+    """``mmix_applied.load_run`` (and ``LoadedRun``, ``export_run``) from :mod:`mmix_applied.deploy`, on first use."""
+    if name in _DEPLOY:
+        import importlib
+
+        return getattr(importlib.import_module("mmix_applied.deploy"), name)
+    raise AttributeError(f"module 'mmix_applied' has no attribute {name!r}")
+
 __all__ = [
+    "LoadedRun",
     "ManifoldMixup",
     "MixPlan",
     "MmixError",
@@ -39,7 +54,9 @@ __all__ = [
     "box_mask",
     "create_model",
     "default_points",
+    "export_run",
     "list_models",
+    "load_run",
     "mix",
     "mix_value",
     "register_point_resolver",

@@ -260,12 +260,12 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
             fit(config, resume=resume)
             config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}",
                                                f"run.dir={runs_root}", f"run.name={name}"])
-            metrics = test(config, checkpoint=run_dir)
+            metrics = test(config, checkpoint=f"{run_dir}:last")  # the last checkpoint, as documented
         extra: dict[str, Any] = dict(previous.get(str(run_dir), {}).get("extra") or {}) if done else {}
         if config.recipe == "classification":
             pred_path = run_dir / "predictions.csv"
             if predictions and not pred_path.is_file():  # raw: the reliability diagrams apply T themselves
-                predict(config, checkpoint=run_dir, output=pred_path, raw=True)
+                predict(config, checkpoint=f"{run_dir}:last", output=pred_path, raw=True)
             spectrum_path = run_dir / f"spectrum_{spectrum_point}.json"
             if spectrum_point and not spectrum_path.is_file():
                 found = _spectrum(config, run_dir / "checkpoints" / "last.ckpt", spectrum_point)

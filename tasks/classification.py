@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
 
+import albumentations as A
 import numpy as np
 import torch
 from torchmetrics import MetricCollection
@@ -120,6 +122,7 @@ class ClassificationRecipe(Recipe):
     name = "classification"
     data_schema = ClassificationData
     options_schema = ClassificationOptions
+    path_keys = ("data.path", "data.val_path", "data.test_path")
     range_rules = {
         "data.val_fraction": FRACTION,
         "data.test_fraction": FRACTION,
@@ -156,6 +159,7 @@ class ClassificationRecipe(Recipe):
         #: ``{"train": folder, "val": ..., "test": ...}`` when ``data.path`` is laid out per split, else None.
         self.split_layout: dict[str, Path] | None = None
         self._predict_ids: list[str] = []
+        self._classes: list[str] | None = None  # from a checkpoint (from_inference_metadata)
 
     # ------------------------------------------------------------------ data
     def _transform(self, train: bool) -> Any:
@@ -266,30 +270,45 @@ class ClassificationRecipe(Recipe):
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the training data."""
-        return len(self._load()["classes"])
+        """Number of classes of the training data (or of the checkpoint's record)."""
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        """Class names, in index order."""
-        return list(self._load()["classes"])
+        """Class names, in index order (from the checkpoint when one was read, else the training data)."""
+        return list(self._classes if self._classes is not None else self._load()["classes"])
+
+    def inference_metadata(self) -> dict[str, Any]:
+        """Class names and the evaluation preprocessing (resize to a square, scale by 255, normalise)."""
+        norm = next(t for t in self._transform(False).transforms if isinstance(t, A.Normalize))
+        return {**super().inference_metadata(), "classes": self.class_names, "preprocessing": {
+            "image_size": self.image_size, "channels": self.channels, "mean": [float(v) for v in norm.mean],
+            "std": [float(v) for v in norm.std], "max_pixel_value": float(norm.max_pixel_value),
+            "resize": "stretch to image_size x image_size (aspect ratio not kept), bilinear"}}
+
+    def from_inference_metadata(self, metadata: dict[str, Any]) -> None:
+        """Use the checkpoint's class names (the training data need not exist)."""
+        if metadata.get("classes") is not None:
+            self._classes = list(metadata["classes"])
+
+    def _split_dataset(self, name: str) -> Any:
+        return self._dataset(self._load()[name], train=name == "train")
 
     def build_datamodule(self, *, predict_input: str | None = None) -> DataModule:
-        splits = self._load()
-        test = self._dataset(splits["test"], train=False)
         if predict_input is None:
-            predict = test
-            kind, data, _ = splits["test"]
+            predict: Any = self._split_dataset("test")
+            kind, data, _ = self._load()["test"]
             self._predict_ids = ([f"test/{i}" for i in range(len(data))] if kind == "array"
                                  else [p for p, _ in data])
-        else:
+        else:  # the training data is read only when a split is used (a moved run predicts without it)
             items = self._predict_items(predict_input)
             predict = ImageFileDataset(items, channels=self.channels, transform=self._transform(False),
                                        seed=self.config.seed)
             self._predict_ids = [p for p, _ in items]
         d = self.data
-        return DataModule({"train": self._dataset(splits["train"], train=True),
-                           "val": self._dataset(splits["val"], train=False), "test": test,
+        return DataModule({"train": functools.partial(self._split_dataset, "train"),
+                           "val": functools.partial(self._split_dataset, "val"),
+                           "test": functools.partial(self._split_dataset, "test"),
                            "predict": IndexedDataset(predict)},
                           batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
                           seed=self.config.seed, recipe=self.name)

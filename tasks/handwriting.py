@@ -150,6 +150,8 @@ class HandwritingRecipe(Recipe):
     name = "handwriting"
     data_schema = HandwritingData
     options_schema = HandwritingOptions
+    path_keys = ("data.train", "data.val", "data.test", "data.train_ids", "data.val_ids", "data.test_ids",
+                 "data.image_root")
     range_rules = {
         "data.val_fraction": FRACTION,
         "data.height": at_least(1, " (e.g. 32)"),
@@ -219,7 +221,8 @@ class HandwritingRecipe(Recipe):
             raise ValueError(f"handwriting: every transcription of the {len(train)} training line(s) in {d.train!r} "
                              "is empty, and a charset needs at least one character; fill in the transcriptions "
                              "(TSV: path<TAB>text), or set data.charset to the characters to recognise")
-        charset = Charset(d.charset) if d.charset is not None else Charset.from_texts(r.text for r in train)
+        charset = self._charset or (Charset(d.charset) if d.charset is not None  # a checkpoint's charset first
+                                    else Charset.from_texts(r.text for r in train))
         fix = ("Either add the characters to data.charset, or drop the lines that use them with "
                "data.on_unknown=drop." if d.charset is not None else "The charset was built from the training "
                "lines: set data.charset to every character to recognise (add the characters above), or drop the "
@@ -268,6 +271,21 @@ class HandwritingRecipe(Recipe):
                 self._charset = Charset((" " if d.digits.space_prob > 0 else "") + DIGITS)
         return self._charset
 
+    def inference_metadata(self) -> dict[str, Any]:
+        """The charset (index 1..; 0 is the CTC blank) and the line preprocessing."""
+        d = self.data
+        return {**super().inference_metadata(), "charset": self.charset.chars, "preprocessing": {
+            "height": d.height, "invert": d.invert, "min_width": d.min_width, "max_width": d.max_width,
+            "resize": "grayscale; to `height` rows keeping the aspect ratio (area when shrinking, bilinear when "
+                      "growing), at most max_width wide", "scale": "ink high: 1 - pixel / 255 when invert, else "
+                      "pixel / 255", "pad": "lines narrower than min_width, and a batch to its widest line: zeros "
+                      "(paper) on the right"}}
+
+    def from_inference_metadata(self, metadata: dict[str, Any]) -> None:
+        """Use the checkpoint's charset (the training transcriptions need not exist)."""
+        if metadata.get("charset"):
+            self._charset = Charset(metadata["charset"])
+
     def _digits(self, split: str, num_lines: int, augment: Any) -> DigitStrings:
         d, g = self.data, self.data.digits
         seed = self.config.seed if split == "train" else g.seed
@@ -285,14 +303,16 @@ class HandwritingRecipe(Recipe):
         augment = LineAugment(seed=self.config.seed, strength=d.augment_strength) if d.augment else None
         if d.format == "digits":
             g = d.digits
-            sets: dict[str, Dataset] = {"train": self._digits("train", g.train_lines, augment),
-                                        "val": self._digits("val", g.val_lines, None),
-                                        "test": self._digits("test", g.test_lines, None)}
-        else:
-            recs = self.records()
-            sets = {"train": self._lines(recs["train"], augment), "val": self._lines(recs["val"]),
-                    "test": self._lines(recs["test"])}
-        sets["predict"] = sets["test"] if predict_input is None else self._lines(self._predict_records(predict_input))
+            sets: dict[str, Any] = {"train": self._digits("train", g.train_lines, augment),
+                                    "val": self._digits("val", g.val_lines, None),
+                                    "test": self._digits("test", g.test_lines, None)}
+        else:  # the lists are read when a split is used (a moved run predicts without them)
+            sets = {"train": lambda: self._lines(self.records()["train"], augment),
+                    "val": lambda: self._lines(self.records()["val"]),
+                    "test": lambda: self._lines(self.records()["test"])}
+        test = sets["test"]
+        sets["predict"] = ((test if isinstance(test, Dataset) else test()) if predict_input is None
+                           else self._lines(self._predict_records(predict_input)))
         return DataModule(sets, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
                           seed=self.config.seed, collate_fn=LineCollate(self.charset.encode), recipe=self.name)
 

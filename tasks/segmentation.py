@@ -30,7 +30,8 @@ from torch import nn
 from mmix_applied.adapters import Segmentation
 from mmix_applied.adapters.base import plain
 from mmix_applied.data.brain import TISSUE_CLASSES
-from mmix_applied.data.digit_canvas import CANVAS_CLASSES, NUM_CANVAS_CLASSES
+from mmix_applied.data.digit_canvas import CANVAS_CLASSES, CANVAS_MEAN, CANVAS_STD, NUM_CANVAS_CLASSES
+from mmix_applied.data.segmentation_3d import invert_prediction
 from mmix_applied.engine.config.ranges import check_lengths
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
@@ -164,6 +165,8 @@ class SegmentationRecipe(Recipe):
     name = "segmentation"
     data_schema = SegmentationData
     options_schema = SegmentationOptions
+    path_keys = ("data.train_images", "data.train_masks", "data.val_images", "data.val_masks", "data.test_images",
+                 "data.test_masks", "data.datalist", "data.base_dir")
     range_rules = {
         "data.spatial_dims": one_of(2, 3),
         "data.num_classes": at_least(1),
@@ -209,6 +212,7 @@ class SegmentationRecipe(Recipe):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
+        self._classes: list[str] | None = None  # from a checkpoint (from_inference_metadata)
         d = self.data
         if d.source == "brain" and (d.mode, d.num_classes, d.in_channels) != ("multiclass", 4, 1):
             raise ValueError(
@@ -265,6 +269,8 @@ class SegmentationRecipe(Recipe):
     def class_names(self) -> list[str]:
         """Per-class names used in metric keys: ``data.class_names``, the embedded sets' names, a Decathlon
         ``dataset.json``'s ``labels``, or ``class0``, ``class1`` ..."""
+        if self._classes:  # from a checkpoint (from_inference_metadata)
+            return list(self._classes)
         if self.data.class_names:
             return list(self.data.class_names)
         if self.data.source == "brain":
@@ -294,6 +300,36 @@ class SegmentationRecipe(Recipe):
         if d.source == "datalist" and d.pixdim:
             return [float(v) for v in d.pixdim]
         return None
+
+    def inference_metadata(self) -> dict[str, Any]:
+        """Class names, mode, the preprocessing of the source, and (3D) the sliding window around the network."""
+        d, o = self.data, self.options
+        meta = {**super().inference_metadata(), "classes": self.class_names(), "mode": d.mode,
+                "spatial_dims": d.spatial_dims}
+        if d.spatial_dims == 2:
+            mean, std = (CANVAS_MEAN, CANVAS_STD) if d.source == "digit_canvas" else (0.0, 1.0)
+            meta["preprocessing"] = {
+                "source": d.source, "in_channels": d.in_channels, "mean": [float(mean)] * d.in_channels,
+                "std": [float(std)] * d.in_channels, "pad_divisor": d.pad_divisor,
+                "scale": "integer images divided by their type's maximum (uint8: 255); float images as they are",
+                "pad": "zeros at the bottom and right up to a multiple of pad_divisor; masks cropped back"}
+            return meta
+        meta["preprocessing"] = {
+            "source": d.source, "in_channels": d.in_channels, "orientation": d.orientation if d.source == "datalist"
+            else None, "pixdim": d.pixdim if d.source == "datalist" else None,
+            "intensity_range": d.intensity_range if d.source == "datalist" else None,
+            "intensity": ("none (the embedded template is in [0, 1])" if d.source != "datalist" else
+                          "scale intensity_range to [0, 1], clipped" if d.intensity_range is not None else
+                          "z-score over non-zero voxels, per channel")}
+        meta["sliding_window"] = {"roi_size": list(o.roi_size or d.patch_size), "sw_batch_size": o.sw_batch_size,
+                                  "overlap": o.sw_overlap, "mode": "gaussian"}
+        meta["network"] = "net"  # SlidingWindowNet.net is the plain network
+        return meta
+
+    def from_inference_metadata(self, metadata: dict[str, Any]) -> None:
+        """Use the checkpoint's class names (e.g. read from a data set description that is gone)."""
+        if metadata.get("classes"):
+            self._classes = list(metadata["classes"])
 
     def build_metrics(self, stage: str) -> SegmentationMetrics:
         """Dice (and, on the test split, HD95, in mm where the spacing is known) per class, pixel NLL and ECE."""
@@ -376,16 +412,7 @@ class SegmentationRecipe(Recipe):
 
     def _invert(self, item: dict[str, Any]) -> Any:
         """Map a prediction back to the input's voxel grid (undo orientation/spacing)."""
-        from monai.data import MetaTensor
-        from monai.transforms import Invertd
-
-        image = item["image"]
-        item["pred"] = MetaTensor(item["pred"], meta=dict(image.meta))  # meta holds the affine
-        transform = getattr(getattr(self, "_datasets", None), "predict_transform", None)
-        if transform is None or not getattr(image, "applied_operations", None):
-            return item["pred"]
-        inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
-        return inverted["pred"]
+        return invert_prediction(item, getattr(getattr(self, "_datasets", None), "predict_transform", None))
 
     def check_prediction_output(self, path: Path) -> None:
         """The masks go to the folder named like ``path`` without its suffix: refuse one holding other files

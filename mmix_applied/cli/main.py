@@ -12,6 +12,7 @@ Examples::
     mmix-applied fit -c configs/classification.yaml --print-config
     mmix-applied compare -c configs/classification.yaml --variants none,manifold --seeds 0,1,2
     mmix-applied spectrum --checkpoint runs/compare/runs/none-seed0 runs/compare/runs/manifold-seed0 --point layer2
+    mmix-applied export --checkpoint runs/my-run --format safetensors,onnx,torchscript --output exported/my-run
 
 Also runnable as ``python -m mmix_applied.cli``. Errors in the user's config or files print one
 clear line and return exit status 2 (``--debug`` shows the traceback). Lightning's tips and
@@ -27,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from mmix_applied.cli.export import add_export, export_command
 from mmix_applied.cli.stops import CommandContext, quiet_rank, quiet_writer_threads, stop_message
 from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
 from mmix_applied.errors import MmixError
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                                               "--resume PATH, else built-in defaults)")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         if checkpoint:
-            p.add_argument("--checkpoint", required=True, help="a .ckpt file, a run directory, or 'last'")
+            p.add_argument("--checkpoint", required=True,
+                           help="a run directory (its best checkpoint, else last.ckpt), RUN:best, RUN:last, "
+                                "a .ckpt file, or 'last'")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_epochs=3")
         return p
 
@@ -72,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="*")
     models.add_argument("--family", help="only this family (timm, smp, monai, crnn)")
     add_verbs(sub)
+    add_export(sub)
     demo = sub.add_parser("demo", help="run the end-to-end demo (arguments go to the demo)", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -83,13 +88,15 @@ def _load(args: argparse.Namespace, run_hint: str | None) -> object:
 
     source: object = args.config
     if source is None and run_hint:
-        from mmix_applied.engine.runner import resolve_checkpoint
+        from mmix_applied.engine.runner import resolve_checkpoint, stored_config
 
         # `last` looks under run.dir / run.name of the defaults + overrides
         ckpt = resolve_checkpoint(run_hint, load_config(None, args.overrides) if run_hint == "last" else None)
         run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         if (run_dir / "config.yaml").is_file():
             source = read_yaml(run_dir / "config.yaml")
+        elif getattr(args, "checkpoint", None):  # a checkpoint copied without its run directory: its own config
+            source = stored_config(ckpt)
     return load_config(source, args.overrides)
 
 
@@ -155,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
         return compare_command(args)
     if args.command == "spectrum":
         return spectrum_command(args)
+    if args.command == "export":
+        return export_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
     if getattr(args, "overlays", False):
         args.overrides = [*args.overrides, "options.overlays=true"]
@@ -180,10 +189,14 @@ def _run(args: argparse.Namespace) -> int:
         print(format_fit_summary(json.loads(summary.read_text())) if summary.is_file()
               else f"run directory: {run_dir}")
     elif args.command == "test":
-        runner.test(config, checkpoint=args.checkpoint,
+        found = runner.locate_checkpoint(args.checkpoint, config)
+        print(found.describe(), file=sys.stderr, flush=True)  # which checkpoint, and why
+        runner.test(config, checkpoint=found.path,
                     on_metrics=lambda m: print(format_test_table(m), flush=True))  # printed before writing
     elif args.command == "predict":
-        path = runner.predict(config, checkpoint=args.checkpoint, input=args.input, output=args.output,
+        found = runner.locate_checkpoint(args.checkpoint, config)
+        print(found.describe(), file=sys.stderr, flush=True)
+        path = runner.predict(config, checkpoint=found.path, input=args.input, output=args.output,
                               raw=args.raw, overwrite=args.overwrite)
         print(format_prediction_line(path, raw=args.raw))
     return 0

@@ -61,7 +61,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     spec = sub.add_parser("spectrum", help="class-conditional singular value spectra at a point of trained runs",
                           description="class-conditional singular value spectra at a point of trained runs")
     spec.add_argument("--checkpoint", required=True, nargs="+", metavar="RUN",
-                      help="run directories or .ckpt files (two or more are plotted on one figure)")
+                      help="run directories (their best checkpoint, else last.ckpt), RUN:best, RUN:last or .ckpt "
+                           "files (two or more are plotted on one figure)")
     spec.add_argument("--point", required=True, help="module name whose output states are measured, or 'input'")
     spec.add_argument("--out", default="runs/spectrum", help="where the JSON and the PNG go")
     spec.add_argument("--max-samples", type=int, default=2000, help="test samples used per run")
@@ -94,7 +95,7 @@ def _check_spectrum_run(config: object, ckpt: Path, run: Path) -> None:
 def spectrum_command(args: argparse.Namespace) -> int:
     """Compute, print, save and plot the spectra of each ``--checkpoint`` at ``--point``."""
     from mmix_applied.compare import checkpoint_spectrum
-    from mmix_applied.engine.runner import config_of_checkpoint, resolve_checkpoint
+    from mmix_applied.engine.runner import config_of_checkpoint, locate_checkpoint
     from mmix_applied.metrics.spectrum import ClassSpectra
     from mmix_applied.reports.figures import plot_spectra
     from mmix_applied.utils.atomic import atomic_write_text
@@ -102,7 +103,9 @@ def spectrum_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs: dict[str, ClassSpectra] = {}
     for source in args.checkpoint:
-        ckpt = resolve_checkpoint(source)
+        found = locate_checkpoint(source)
+        print(found.describe(), file=sys.stderr, flush=True)  # which checkpoint, and why
+        ckpt = found.path
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         label = run.name if run.name not in runs else str(run)
         config = config_of_checkpoint(ckpt)

@@ -21,8 +21,8 @@ from mmix_applied.data.constants import NIFTI_SUFFIXES
 from mmix_applied.data.masks import MaskMode, check_mask_values
 from mmix_applied.data.seeding import SeededAugmentation
 
-__all__ = ["UnlabelledListError", "VolumeDataset", "build_3d_transforms", "datalist_labels", "load_datalist",
-           "nifti_predict_items"]
+__all__ = ["UnlabelledListError", "VolumeDataset", "build_3d_transforms", "datalist_labels", "invert_prediction",
+           "load_datalist", "nifti_predict_items"]
 
 
 def load_datalist(
@@ -274,3 +274,26 @@ def nifti_predict_items(source: str | Path, *, key: str = "test", base_dir: str 
     if not files or not all(p.name.endswith(NIFTI_SUFFIXES) for p in files):
         raise ValueError(f"predict input {str(source)!r}: expected a .nii/.nii.gz file, a folder of them or a datalist")
     return [{"image": str(p)} for p in files]
+
+
+def invert_prediction(item: dict[str, Any], transform: Any) -> Any:
+    """Map ``item["pred"]`` back onto the voxel grid of ``item["image"]`` (undo orientation and spacing).
+
+    Args:
+        item: One decollated predict item: ``"image"`` (a MetaTensor that went through ``transform``)
+            and ``"pred"`` (the network's output on that grid).
+        transform: The predict pipeline (:func:`build_3d_transforms` with ``with_label=False``), or
+            ``None`` when the image was not transformed.
+
+    Returns:
+        The prediction as a MetaTensor on the input's grid, with the input's affine.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    image = item["image"]
+    item["pred"] = MetaTensor(item["pred"], meta=dict(image.meta))  # meta holds the affine
+    if transform is None or not getattr(image, "applied_operations", None):
+        return item["pred"]
+    inverted = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=False)(item)
+    return inverted["pred"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import pickle
 import shlex
 from pathlib import Path
 from typing import Any
@@ -33,69 +32,16 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mmix_applied.engine.config.schema import Config, config_to_dict
 from mmix_applied.engine.rundir import write_error
-from mmix_applied.errors import MmixError
 from mmix_applied.lightning import KEY as MIXERS_KEY
-from mmix_applied.models.weights import unsafe_global_detail
 from mmix_applied.utils.atomic import atomic_write
 from mmix_applied.utils.interrupts import Stopped
+from mmix_applied.utils.safe_load import CheckpointError, load_checkpoint
 
 __all__ = ["RESUMABLE_KEYS", "AtomicCheckpointIO", "CheckpointError", "check_resume_config", "check_resume_limits",
            "check_state_shapes", "load_checkpoint", "read_run_checkpoint", "upgrade_checkpoint"]
 
 #: The name the engine's mixer is saved under by MixerCheckpoint: it is attached to ``MixupModule.model``.
 ENGINE_MIXER = "model"
-
-
-class CheckpointError(MmixError, ValueError):
-    """A checkpoint file is missing, truncated, corrupt or holds objects that are not safe to load."""
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; clear errors for missing, empty or damaged files.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: The file is empty, truncated, not a torch file, or holds objects that are
-            not safe to load (never loaded with ``weights_only=False``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): it was never written completely "
-                              f"(truncated, corrupt); use another checkpoint from {str(path.parent)!r} or train again")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # a global outside the weights-only allow-list
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a safe checkpoint: it holds objects other than tensors and plain "
-            f"values ({_unsafe_detail(err)}), and mmix-applied never unpickles those. Use a checkpoint written "
-            f"by mmix-applied fit (e.g. from {str(path.parent)!r})"
-        ) from err
-    except Exception as err:  # truncated zip, not a torch file
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} ({size} bytes) cannot be read: it is truncated, corrupt or not a torch "
-            f"checkpoint ({type(err).__name__}: {_first_sentence(err)}); use another checkpoint from "
-            f"{str(path.parent)!r}"
-        ) from err
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
-    return checkpoint
-
-
-def _first_sentence(err: BaseException) -> str:
-    """Torch's message up to its first full stop (whole sentences only), or the error's repr."""
-    text = " ".join(str(err).split())
-    if not text:
-        return repr(err)
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
-
-
-def _unsafe_detail(err: BaseException) -> str:
-    """The line of torch's weights-only error that names the blocked global (never its advice)."""
-    return unsafe_global_detail(err)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -181,7 +127,8 @@ def read_run_checkpoint(path: str | os.PathLike, config: Config) -> dict[str, An
         pairs = ", ".join(f"{k}={found[k]!r} (expected {expected[k]!r})" for k in differ)
         raise CheckpointError(
             f"checkpoint {str(path)!r} is of another run: {pairs}. Use a checkpoint of this recipe and model, or "
-            "run with the checkpoint's own config (omit -c: its run directory's config.yaml is used)"
+            "run with the checkpoint's own config (omit -c: its run directory's config.yaml, or else the config "
+            "stored in the checkpoint, is used)"
         )
     return checkpoint
 

@@ -250,6 +250,8 @@ class MixupModule(pl.LightningModule):
             "rng": rng,
             # under DDP, every process's torch RNG state (Lightning builds the checkpoint on all ranks)
             "rank_torch_rng": gather_per_rank(self.trainer, self, rng["torch"]),
+            # what inference needs without the training data (mmix_applied.deploy.info)
+            "inference": {**self.recipe.inference_metadata(), "state_prefix": "model."},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

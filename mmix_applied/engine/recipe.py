@@ -21,6 +21,10 @@ Writing a recipe:
 3. An entry in :data:`RECIPES` (``"name": "module:attr"``, imported on first use: recipes sit in
    the layer above the engine, so the registry names them instead of importing them) or a call to
    :func:`register_recipe`.
+4. For portable runs (:mod:`mmix_applied.deploy`): ``path_keys`` (config keys naming files, stored
+   absolute by ``fit``), ``inference_metadata`` (class names or charset and preprocessing, stored
+   in every checkpoint) and ``from_inference_metadata`` (``test``/``predict`` take them back from
+   the checkpoint instead of the training data).
 
 A new recipe is one file in ``tasks/`` and one YAML in ``configs/``. Exact resume (same batches,
 same augmentation after a kill) comes with :class:`mmix_applied.engine.datamodule.DataModule`:
@@ -225,6 +229,43 @@ class Recipe:
         """Out-of-distribution inputs for ``test`` (preprocessed like the test split), or ``None``."""
         return None
 
+    # ----------------------------------------------------------------- portable runs (mmix_applied.deploy)
+    #: Dotted config keys naming files or folders (``"data.path"``); ``fit`` stores them absolute.
+    path_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def absolute_paths(cls, config: Config) -> list[str]:
+        """Make the relative paths of ``config`` (``model.pretrained`` and :attr:`path_keys`) absolute, in place.
+
+        Only values naming an existing file or folder change, so a run folder's config works from
+        any working directory. Returns the keys changed.
+        """
+        changed = []
+        for key in ("model.pretrained", *cls.path_keys):
+            section, _, field = key.rpartition(".")
+            owner = getattr(config, section, None)
+            value = getattr(owner, field, None)
+            if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
+                setattr(owner, field, str(Path(value).resolve()))
+                changed.append(key)
+        return changed
+
+    def inference_metadata(self) -> dict[str, Any]:
+        """What a prediction needs without the training data; stored in every checkpoint.
+
+        The engine writes it as ``ckpt["mmix"]["inference"]`` (:mod:`mmix_applied.deploy.info`
+        lists the keys): here ``task`` and the ``model`` :meth:`create_model` built; recipes add
+        their ``classes`` or ``charset`` and ``preprocessing``. Call after :meth:`build_model`.
+        """
+        return {"task": self.name, "model": dict(getattr(self, "_model_record", None) or {})}
+
+    def from_inference_metadata(self, metadata: dict[str, Any]) -> None:
+        """Take class names, charset (...) from a checkpoint's record instead of the training data.
+
+        ``test`` and ``predict`` call it before :meth:`build_model`, so a run whose training data
+        is gone (a copied run folder) still builds its model. The default takes nothing.
+        """
+
     # ----------------------------------------------------------------- helpers
     def create_model(self, *, num_classes: int, in_channels: int, **extra: Any) -> nn.Module:
         """Build the network named by the ``model`` section through ``mmix_applied.models``.
@@ -234,7 +275,10 @@ class Recipe:
             in_channels: Input channels of the recipe's data.
             **extra: Further builder options; they override ``model.options`` from the config.
         """
-        return build_model(self.config.model, num_classes=num_classes, in_channels=in_channels, **extra)
+        model_cfg = self.config.model
+        self._model_record = {"family": model_cfg.family, "name": model_cfg.name, "num_classes": num_classes,
+                              "in_channels": in_channels, "options": {**model_cfg.options, **extra}}
+        return build_model(model_cfg, num_classes=num_classes, in_channels=in_channels, **extra)
 
 
 # --------------------------------------------------------------------- registry

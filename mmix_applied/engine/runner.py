@@ -20,17 +20,20 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from mmix_applied.deploy.info import INFERENCE_KEY
+from mmix_applied.deploy.runs import RunCheckpoint, resolve_run_checkpoint
 from mmix_applied.engine.callbacks import BackboneFreeze, EpochToDataset, RankSummary
 from mmix_applied.engine.checkpoints import (
     AtomicCheckpointIO,
     check_resume_config,
     check_resume_limits,
     check_state_shapes,
+    load_checkpoint,
     read_run_checkpoint,
 )
 from mmix_applied.engine.config import Config, parse_config, read_yaml, save_config
@@ -48,7 +51,8 @@ from mmix_applied.lightning import MixerCheckpoint
 from mmix_applied.utils.atomic import atomic_write_text
 from mmix_applied.utils.interrupts import Stopped
 
-__all__ = ["build_trainer", "fit", "predict", "resolve_checkpoint", "run_dir_of", "test"]
+__all__ = ["build_trainer", "config_of_checkpoint", "fit", "locate_checkpoint", "predict", "resolve_checkpoint",
+           "run_dir_of", "stored_config", "test"]
 
 _RUN_NAME_ENV = "MMIX_APPLIED_RUN_NAME"  # shares a generated run name with DDP child processes
 
@@ -63,16 +67,20 @@ def run_dir_of(config: Config) -> Path:
     return Path(config.run.dir) / name
 
 
-def resolve_checkpoint(resume: str | os.PathLike, config: Config | None = None) -> Path:
-    """Find the checkpoint ``resume`` names: a ``.ckpt`` file, a run directory, or ``last``.
+def locate_checkpoint(spec: str | os.PathLike, config: Config | None = None, *,
+                      default: Literal["best", "last"] = "best") -> RunCheckpoint:
+    """The checkpoint ``spec`` names and why: ``RUN``, ``RUN:best``, ``RUN:last``, a ``.ckpt`` file or ``last``.
 
     ``last`` means ``checkpoints/last.ckpt`` of ``run.dir/run.name`` when ``run.name`` is set,
-    otherwise of the most recently written run under ``run.dir``.
+    otherwise of the most recently written run under ``run.dir``. A bare run directory means
+    ``default`` (:func:`mmix_applied.deploy.runs.resolve_run_checkpoint`: ``best`` falls back to
+    ``last.ckpt`` when no best checkpoint is recorded). ``describe()`` of the result is the line
+    the CLI prints.
 
     Raises:
-        FileNotFoundError: Nothing to resume from (the message says where it looked).
+        FileNotFoundError: Nothing to use (the message says where it looked).
     """
-    if str(resume) == "last":
+    if str(spec) == "last":
         if config is None:
             raise ValueError("resume='last' needs a config (its run.dir and run.name say where to look)")
         if config.run.name:
@@ -85,16 +93,20 @@ def resolve_checkpoint(resume: str | os.PathLike, config: Config | None = None) 
             where = candidates[0] if candidates else Path(config.run.dir) / "*" / "checkpoints" / "last.ckpt"
             raise FileNotFoundError(f"--resume last: no checkpoint at {str(where)!r}; start a new run without "
                                     "--resume, or pass --resume PATH")
-        return found[0]
-    path = Path(resume)
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise FileNotFoundError(f"run directory {str(path)!r} has no checkpoints/last.ckpt")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return path
+        return RunCheckpoint(found[0], _run_dir_of_checkpoint(found[0]), "last",
+                             "last epoch" + ("" if config.run.name else " of the most recent run under run.dir"))
+    return resolve_run_checkpoint(spec, default=default)
+
+
+def resolve_checkpoint(resume: str | os.PathLike, config: Config | None = None, *,
+                       default: Literal["best", "last"] = "last") -> Path:
+    """The checkpoint file ``resume`` names (see :func:`locate_checkpoint`); a run directory means its
+    ``last.ckpt`` unless ``default="best"``.
+
+    Raises:
+        FileNotFoundError: Nothing to resume from (the message says where it looked).
+    """
+    return locate_checkpoint(resume, config, default=default).path
 
 
 def _run_dir_of_checkpoint(ckpt: Path) -> Path:
@@ -102,9 +114,20 @@ def _run_dir_of_checkpoint(ckpt: Path) -> Path:
 
 
 def config_of_checkpoint(ckpt: str | os.PathLike) -> Config:
-    """The config a run was trained with: ``config.yaml`` beside the checkpoint's run directory."""
+    """The config a run was trained with: ``config.yaml`` of the checkpoint's run directory, else the
+    config stored in the checkpoint itself (a checkpoint copied without its run directory)."""
     path = _run_dir_of_checkpoint(Path(ckpt)) / "config.yaml"
+    if not path.is_file():
+        stored = stored_config(ckpt)
+        if stored is not None:
+            return parse_config(stored)
     return parse_config(read_yaml(path))
+
+
+def stored_config(ckpt: str | os.PathLike) -> dict[str, Any] | None:
+    """The resolved config saved inside a checkpoint of ``mmix-applied fit`` (``None`` when it has none)."""
+    saved = (load_checkpoint(ckpt).get("mmix") or {}).get("config")
+    return dict(saved) if isinstance(saved, dict) and saved else None
 
 
 def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit") -> pl.Trainer:
@@ -176,11 +199,14 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _setup(config: Config, seed: bool = True) -> tuple[Any, MixupModule]:
+def _setup(config: Config, seed: bool = True, state: dict[str, Any] | None = None) -> tuple[Any, MixupModule]:
     _quiet_lightning()
     if seed:
         pl.seed_everything(config.seed, workers=True, verbose=False)
     recipe = get_recipe(config.recipe)(config)
+    inference = ((state or {}).get("mmix") or {}).get(INFERENCE_KEY)
+    if inference:  # class names, charset... from the checkpoint: the training data may be gone
+        recipe.from_inference_metadata(inference)
     return recipe, MixupModule(config, recipe)
 
 
@@ -205,6 +231,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
     """
     if config.run.name:
         check_run_name(config.run.name)  # before `--resume last` looks under it
+    get_recipe(config.recipe).absolute_paths(config)  # the run's config works from any folder
     ckpt = resolve_checkpoint(resume, config) if resume is not None else None
     state = None
     if ckpt is not None:
@@ -316,7 +343,8 @@ def test(config: Config, *, checkpoint: str | os.PathLike,
 
     Args:
         config: The resolved config.
-        checkpoint: A ``.ckpt`` file, a run directory or ``last``.
+        checkpoint: A ``.ckpt`` file, a run directory (its best checkpoint when one is recorded, else
+            ``last.ckpt``), ``RUN:best``, ``RUN:last`` or ``last``.
         on_metrics: Called with the metrics before ``test_metrics.json`` is written (the CLI prints
             them there, so a failed write loses nothing).
 
@@ -324,10 +352,10 @@ def test(config: Config, *, checkpoint: str | os.PathLike,
         CheckpointError: The checkpoint is not one of this recipe and model, or its shapes differ.
         RunWriteError: ``test_metrics.json`` cannot be written (its ``metrics`` attribute holds them).
     """
-    ckpt = resolve_checkpoint(checkpoint, config)
+    ckpt = resolve_checkpoint(checkpoint, config, default="best")
     run_dir = _run_dir_of_checkpoint(ckpt)
     state = read_run_checkpoint(ckpt, config)
-    recipe, module = _setup(config)
+    recipe, module = _setup(config, state=state)
     check_state_shapes(state, module, ckpt)
     note = temperature_note(state)
     del state
@@ -367,7 +395,8 @@ def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None 
     ``raw``; the classification CSV's ``temperature`` column says which T was applied (1: raw).
     Args:
         config: The resolved config.
-        checkpoint: A ``.ckpt`` file, a run directory or ``last``.
+        checkpoint: A ``.ckpt`` file, a run directory (its best checkpoint when one is recorded, else
+            ``last.ckpt``), ``RUN:best``, ``RUN:last`` or ``last``.
         input: What to predict on (recipe-defined).
         output: The file, or a folder (existing, or a new name without a suffix) for ``folder/predictions.csv``;
             default ``RUN_DIR/predictions.csv``.
@@ -378,11 +407,11 @@ def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None 
             ``overwrite``, or (segmentation) its masks folder holds files no earlier prediction wrote.
         RunWriteError: The predictions cannot be written.
     """
-    ckpt = resolve_checkpoint(checkpoint, config)
+    ckpt = resolve_checkpoint(checkpoint, config, default="best")
     run_dir = _run_dir_of_checkpoint(ckpt)
     path = prediction_output(output, run_dir=run_dir, overwrite=overwrite or output is None, inputs=input)
     state = read_run_checkpoint(ckpt, config)
-    recipe, module = _setup(config)
+    recipe, module = _setup(config, state=state)
     check_output = getattr(recipe, "check_prediction_output", None)
     if callable(check_output):  # files the recipe writes beside the table (segmentation masks)
         check_output(path)

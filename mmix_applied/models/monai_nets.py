@@ -33,7 +33,7 @@ from mmix_applied.core.points import register_point_resolver
 
 from ._registry import close_matches
 
-__all__ = ["MONAI_NETS", "build_monai", "monai_names", "monai_points"]
+__all__ = ["MONAI_NETS", "build_monai", "monai_init_args", "monai_names", "monai_points"]
 
 # Registry name -> class name in monai.networks.nets.
 MONAI_NETS = {
@@ -71,14 +71,29 @@ def build_monai(name: str, *, num_classes: int, in_channels: int = 1, **options:
     Raises:
         ValueError: unknown name (with close matches) or options the network does not take.
     """
+    from monai.networks import nets
+
+    class_name, opts = monai_init_args(name, num_classes=num_classes, in_channels=in_channels, **options)
+    cls = getattr(nets, class_name)
+    try:
+        return cls(**opts)
+    except TypeError as err:
+        raise ValueError(f"MONAI {cls.__name__} rejected the options {sorted(opts)}: {err}") from err
+
+
+def monai_init_args(name: str, *, num_classes: int, in_channels: int = 1, **options: Any) -> tuple[str, dict[str, Any]]:
+    """The class name in ``monai.networks.nets`` and the keyword arguments :func:`build_monai` passes it.
+
+    An exported MONAI network is rebuilt from these (``getattr(monai.networks.nets, name)(**kwargs)``).
+
+    Raises:
+        ValueError: unknown name (with close matches) or conflicting options.
+    """
     key = name.lower()
     if key not in MONAI_NETS:
         close = close_matches(key, MONAI_NETS)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown MONAI network {name!r}.{hint} Available: {monai_names()}.")
-    from monai.networks import nets
-
-    cls = getattr(nets, MONAI_NETS[key])
     opts = dict(options)
     opts.setdefault("spatial_dims", 3)
     if key in ("unet", "attentionunet"):
@@ -100,10 +115,7 @@ def build_monai(name: str, *, num_classes: int, in_channels: int = 1, **options:
         )
     elif key == "swinunetr" and "img_size" in opts:
         raise ValueError("SwinUNETR in MONAI >= 1.5 takes no img_size; inputs must be divisible by 32.")
-    try:
-        return cls(in_channels=in_channels, out_channels=num_classes, **opts)
-    except TypeError as err:
-        raise ValueError(f"MONAI {cls.__name__} rejected the options {sorted(opts)}: {err}") from err
+    return MONAI_NETS[key], {"in_channels": in_channels, "out_channels": num_classes, **opts}
 
 
 # --------------------------------------------------------------------------------------------

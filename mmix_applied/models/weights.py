@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from mmix_applied.utils.safe_load import unsafe_global_detail
+
 from .hub import resolve_weights
 
 __all__ = ["LoadReport", "read_state_dict", "load_weights", "head_prefixes", "reset_head", "unsafe_global_detail"]
@@ -83,14 +85,6 @@ def _pickle_detail(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
                 lines[-1] if lines else "")[:200]
-
-
-def unsafe_global_detail(err: BaseException) -> str:
-    """The line of torch's weights-only error naming the blocked global; never its advice to load with
-    ``weights_only=False`` (which would run code from the file)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    return (named[0] if named else "an object of an unsupported type").rstrip(".")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -106,7 +106,7 @@ def test_temperature_restored_from_the_checkpoint_exactly(run):
 
 def test_test_reports_raw_and_scaled_against_independent_figures(run):
     root, run_dir = run
-    metrics = run_test(_config(root), checkpoint=run_dir)
+    metrics = run_test(_config(root), checkpoint=f"{run_dir}:last")  # a run alone means its best checkpoint
     assert json.loads((run_dir / "test_metrics.json").read_text()) == metrics
     t = metrics["temperature"]
     for name in CALIBRATION:
@@ -127,7 +127,7 @@ def test_predict_writes_softmax_of_logits_over_t_and_says_so(run, tmp_path):
     t = json.loads((run_dir / "temperature.json").read_text())["temperature"]
     z, _ = _logits(root, run_dir / "checkpoints" / "last.ckpt", "test", 1)
     for raw, expected, column in ((False, torch.softmax(z / t, 1), f"{t:.6g}"), (True, torch.softmax(z, 1), "1")):
-        path = predict(_config(root), checkpoint=run_dir, output=tmp_path / f"p{raw}.csv", raw=raw)
+        path = predict(_config(root), checkpoint=f"{run_dir}:last", output=tmp_path / f"p{raw}.csv", raw=raw)
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         probs = torch.tensor([[float(r[f"p_{c}"]) for c in range(10)] for r in rows])
@@ -136,7 +136,7 @@ def test_predict_writes_softmax_of_logits_over_t_and_says_so(run, tmp_path):
 
 def test_ood_in_test_against_the_scores_by_hand(run):
     root, run_dir = run
-    metrics = run_test(_config(root, "options.ood=photos", "options.ood_samples=60"), checkpoint=run_dir)
+    metrics = run_test(_config(root, "options.ood=photos", "options.ood_samples=60"), checkpoint=f"{run_dir}:last")
     t = metrics["temperature"]
     z, _ = _logits(root, run_dir / "checkpoints" / "last.ckpt", "test")
     config = _config(root)
