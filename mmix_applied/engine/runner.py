@@ -18,7 +18,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +101,11 @@ def config_of_checkpoint(ckpt: str | os.PathLike) -> Config:
     return parse_config(read_yaml(path))
 
 
-def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit") -> pl.Trainer:
-    """A Lightning ``Trainer`` for ``config`` writing into ``run_dir``."""
+def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit",
+                  callbacks: Sequence[Any] = ()) -> pl.Trainer:
+    """A Lightning ``Trainer`` for ``config`` writing into ``run_dir`` (``callbacks``: the caller's extra ones)."""
     t = config.train
-    callbacks: list[Any] = [EpochToDataset(), *recipe.callbacks()]
+    callbacks = [EpochToDataset(), *recipe.callbacks(), *callbacks]
     loggers: list[Any] = []
     if stage == "fit":
         validate = t.limit_val_batches != 0
@@ -178,8 +179,10 @@ def _setup(config: Config, seed: bool = True) -> tuple[Any, MixupModule]:
     return recipe, MixupModule(config, recipe)
 
 
-def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
+def fit(config: Config, *, resume: str | os.PathLike | None = None, callbacks: Sequence[Any] = ()) -> Path:
     """Train ``config``; with ``resume`` (a checkpoint, a run directory or ``last``) continue exactly.
+
+    ``callbacks`` are extra Lightning callbacks of the caller (``tune`` prunes through one).
 
     Nothing is written before the checks pass: the run directory's lock (one ``fit`` per directory),
     and on resume the checkpoint's recipe, model, tensor shapes and the keys that cannot change.
@@ -211,7 +214,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         check_state_shapes(state, module, ckpt)
         state = None
     datamodule = recipe.build_datamodule()
-    trainer = build_trainer(config, run_dir, recipe, stage="fit")
+    trainer = build_trainer(config, run_dir, recipe, stage="fit", callbacks=callbacks)
     # the lock is taken where the run directory is first written (a bad config or data folder writes nothing)
     lock = RunLock(run_dir) if launcher else None
     try:
