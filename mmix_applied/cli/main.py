@@ -24,6 +24,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from mmix_applied.cli.tune import add_tune_verb, tune_command
 from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
 
 __all__ = ["main"]
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="*")
     models.add_argument("--family", help="only this family (timm, smp, monai, crnn)")
     add_verbs(sub)
+    add_tune_verb(sub)
     demo = sub.add_parser("demo", help="run the end-to-end demo (arguments go to the demo)", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -142,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
         return compare_command(args)
     if args.command == "spectrum":
         return spectrum_command(args)
+    if args.command == "tune":
+        return tune_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
     config = _load(args, hint)
     if args.print_config:
