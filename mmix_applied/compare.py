@@ -136,6 +136,7 @@ def checkpoint_spectrum(config: Any, checkpoint: Path, point: str, *, max_sample
 
 
 _spectrum = checkpoint_spectrum  # what compare() calls (tests replace it)
+_wait = time.sleep  # how compare waits for runs another process holds (tests replace it)
 
 
 def validation_figures(run_dir: str | os.PathLike) -> dict[str, float]:
@@ -327,7 +328,7 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
             atomic_write_text(out / "results.jsonl", "".join(json.dumps(rows[j], sort_keys=True) + "\n"
                                                              for j in jobs if j in rows))
         if not progressed:
-            time.sleep(poll_s)
+            _wait(poll_s)
     ordered = [rows[j] for j in jobs]
     plots = _plots(ordered, out)
     report = out / "report.md"

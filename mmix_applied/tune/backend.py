@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
         return StudyStorage(storage, str(path), path.with_name(path.name + ".claims"))
     sqlite = spec.startswith("sqlite:///")
     try:
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat's arguments
         if sqlite:  # one file on this filesystem: claims beside it, as for a journal
             storage = RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
         else:

@@ -216,8 +216,7 @@ def _param(key: str, value: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, step=step)
 
 
-def _check_values(space: SearchSpace, config_path: str | os.PathLike, overrides: list[str],
-                  model: Any, where: str) -> None:
+def _check_values(space: SearchSpace, raw: Mapping[str, Any], overrides: list[str], model: Any, where: str) -> None:
     """Every bound and choice must pass the config's own validation (and point names the model's)."""
     samples: list[tuple[str, Any]] = list(space.fixed.items())
     for key, p in space.params.items():
@@ -229,7 +228,7 @@ def _check_values(space: SearchSpace, config_path: str | os.PathLike, overrides:
             except (TypeError, ValueError) as err:
                 raise SpaceError(f"{where}: {key} choice {value!r}: {err}") from None
         try:
-            load_config(config_path, [*overrides, f"{key}={_value_text(key, value)}"])
+            load_config(raw, [*overrides, f"{key}={_value_text(key, value)}"])
         except ConfigError as err:
             raise SpaceError(f"{where}: {key} = {value!r} is not a valid value: {err}") from None
 
@@ -247,7 +246,8 @@ def read_space(path: str | os.PathLike | None, *, config_path: str | os.PathLike
         SpaceError: An unknown or untunable key (with the valid names), an empty range or choice
             list, or a value the config (or the model's point names) rejects.
     """
-    config = load_config(config_path, list(overrides or []))
+    raw_config = read_yaml(config_path)  # parsed once; every bound and choice is validated against it
+    config = load_config(raw_config, list(overrides or []))
     model = _model(config)
     space = default_space(config, model=model)
     where = "the default search space"
@@ -270,6 +270,6 @@ def read_space(path: str | os.PathLike | None, *, config_path: str | os.PathLike
     if not space.params:
         raise SpaceError(f"{where} searches no key (every entry is fixed or left out); give at least one range "
                          f"or list of choices, e.g. mix.alpha: {{low: 0.05, high: 4.0, log: true}}")
-    _check_values(space, config_path, list(overrides or []), model, where)
+    _check_values(space, raw_config, list(overrides or []), model, where)
     return space
 
