@@ -98,19 +98,22 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
         if spec is not None and not path.parent.is_dir():
             raise StorageError(f"--storage {str(path)!r}: its folder {str(path.parent)!r} does not exist; {accepted}")
         try:
+            _check_journal(path)
             storage = JournalStorage(JournalFileBackend(str(path)))
+            storage.get_all_studies()
         except Exception as err:  # a file that is no journal, an unreadable folder
             raise StorageError(f"cannot open --storage {str(path)!r} as an Optuna journal file: "
                                f"{type(err).__name__}: {err}; {accepted}") from None
         return StudyStorage(storage, str(path), path.with_name(path.name + ".claims"))
     sqlite = spec.startswith("sqlite:///")
     try:
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat's arguments
-        if sqlite:  # one file on this filesystem: claims beside it, as for a journal
-            storage = RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
-        else:
-            storage = RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        with warnings.catch_warnings():  # the heartbeat's arguments are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if sqlite:  # one file on this filesystem: claims beside it, as for a journal
+                storage = RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
+            else:
+                storage = RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
     except Exception as err:  # a bad URL, an unreachable server, a missing driver
         cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise StorageError(f"cannot open --storage {_hide_password(spec)!r}: {type(err).__name__}: {cause}; "
@@ -120,6 +123,15 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
         path = Path(spec[len("sqlite:///"):])
         claims = path.with_name(path.name + ".claims")
     return StudyStorage(storage, _hide_password(spec), claims)
+
+
+def _check_journal(path: Path) -> None:
+    """A journal's first line is one JSON operation (Optuna's reader forgives a bad last line: it may be being
+    written, so a one-line file of something else would only fail at the first write)."""
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as fh:
+            first = fh.readline()
+        json.loads(first)
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -198,7 +210,9 @@ def recover(study: Any, opened: StudyStorage) -> list[int]:
     heartbeat: its stale trials are failed and retried by :func:`optuna.storages.fail_stale_trials`.
     """
     if opened.claims is None:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return []
     dead = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -99,8 +99,10 @@ def test_a_study_of_another_recipe_or_not_ours_is_refused(tmp_path, monkeypatch)
     ("sqlite:////no/such/folder/tune.db", ["cannot open --storage 'sqlite:////no/such/folder/tune.db'"]),
     ("{tmp}/missing/tune.journal", ["its folder", "does not exist"]),
     ("{tmp}", ["is a folder"]),
+    ("{tmp}/notes.txt", ["cannot open --storage", "as an Optuna journal file: JSONDecodeError"]),
 ])
 def test_a_storage_that_cannot_be_opened_is_named(tmp_path, spec, words):
+    (tmp_path / "notes.txt").write_text("not a journal\n")
     spec = spec.format(tmp=tmp_path)
     with pytest.raises(StorageError) as err:
         open_storage(spec, tmp_path)
@@ -189,3 +191,38 @@ def test_a_killed_tune_resumes_its_trial_from_the_last_checkpoint(tmp_path, monk
     calls = fits(tmp_path)[killed.name]
     assert [c["resume"] for c in calls] == [None, str(killed)]  # killed once, then resumed, not restarted
     assert all(len(c) == 1 for name, c in fits(tmp_path).items() if name != killed.name)
+
+
+REAL = ["model.name=test_resnet", "train.max_epochs=2", "train.limit_train_batches=2", "train.limit_val_batches=1",
+        "train.limit_test_batches=1", "train.limit_predict_batches=1", "data.labels_per_class=2", "data.batch_size=8",
+        "data.eval_batch_size=16", "train.accelerator=cpu", "train.enable_progress_bar=false", "train.loggers=[csv]"]
+
+
+@pytest.mark.slow
+def test_a_four_trial_tune_of_a_tiny_model_then_the_final_comparison(tmp_path, monkeypatch):
+    from mmix_applied import compare as compare_module
+
+    report = tune(CONFIG, trials=4, seeds=(0,), final_seeds=(3,), overrides=REAL, out_dir=tmp_path, sampler_seed=0,
+                  log=lambda line: None)
+    study = _study(tmp_path)
+    finished = [t for t in study.trials if t.state in (COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4 == len(study.trials)
+    for trial in study.get_trials(states=(COMPLETE,)):  # the value is the run's NLL at its fitted temperature
+        run = next(tmp_path.glob(f"trials/*/{trial.user_attrs['setting']}-seed0"))
+        assert trial.value == json.loads((run / "temperature.json").read_text())["val_nll_scaled"]["last.ckpt"]
+    best = study.best_trial
+    final = tmp_path / f"final-{best.user_attrs['setting']}"
+    rows = [json.loads(line) for line in (final / "results.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["seed"]) for r in rows] == [("none", 3), ("input", 3), ("manifold", 3)]
+    manifold = load_config(final / "runs" / "manifold-seed3" / "config.yaml")
+    assert manifold.mix.alpha == best.params["mix.alpha"] and manifold.mix.prob == best.params["mix.prob"]
+    text = report.read_text()
+    for name in ("tune_history.png", "tune_importance.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
+    assert "- Verdict: manifold mixup" in text and "against none" in text and "against input" in text
+    # the same command again: nothing is trained, fitted or tested
+    for module, name in ((study_module, "fit"), (compare_module, "fit"), (compare_module, "test"),
+                         (compare_module, "predict")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("a finished run was run again"))
+    assert tune(CONFIG, trials=4, seeds=(0,), final_seeds=(3,), overrides=REAL, out_dir=tmp_path,
+                log=lambda line: None) == report
