@@ -86,8 +86,15 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
         StorageError: The storage cannot be opened (the message says why and what is accepted).
     """
     require_optuna()
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
+
+    try:  # Optuna >= 5 (the same callback was RetryFailedTrialCallback / failed_trial_callback before)
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+        retry = "heartbeat_stale_trial_callback"
+    except ImportError:  # pragma: no cover - older Optuna
+        from optuna.storages import RetryFailedTrialCallback as Retry
+        retry = "failed_trial_callback"
 
     accepted = ("give an Optuna RDB URL (sqlite:///path/tune.db, postgresql://user@host/db, mysql://...) or the "
                 "path of a journal file on a filesystem every process can reach")
@@ -112,8 +119,7 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
             if sqlite:  # one file on this filesystem: claims beside it, as for a journal
                 storage = RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
             else:
-                storage = RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+                storage = RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **{retry: Retry()})
     except Exception as err:  # a bad URL, an unreachable server, a missing driver
         cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise StorageError(f"cannot open --storage {_hide_password(spec)!r}: {type(err).__name__}: {cause}; "
@@ -121,7 +127,7 @@ def open_storage(spec: str | None, out_dir: str | os.PathLike) -> StudyStorage:
     claims = None
     if sqlite:
         path = Path(spec[len("sqlite:///"):])
-        claims = path.with_name(path.name + ".claims")
+        claims = Path(out_dir) / ".trial-claims" if path.name == ":memory:" else path.with_name(path.name + ".claims")
     return StudyStorage(storage, _hide_password(spec), claims)
 
 

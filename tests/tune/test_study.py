@@ -64,6 +64,14 @@ def test_four_trials_judged_on_the_mean_of_their_seeds_then_nothing_is_redone(tm
     assert len(fits(tmp_path)) == 6 * 2 + 2
 
 
+def test_an_rdb_url_holds_the_study(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    _tune(tmp_path / "out", monkeypatch, trials=2, seeds=(0,), storage=url, study_name="cls")
+    study = optuna.load_study(study_name="cls", storage=url)
+    assert len(study.get_trials(states=(COMPLETE,))) == 2 and study.user_attrs["mmix:recipe"] == "classification"
+    assert not (tmp_path / "out" / "tune.journal").exists() and (tmp_path / "studies.db.claims").is_dir()
+
+
 @pytest.mark.parametrize("change, words", [
     ({"overrides": [*TINY, "data.labels_per_class=3"]}, ["another config", "data.labels_per_class: '2' -> '3'"]),
     ({"seeds": (0, 2)}, ["another seeds", "[0, 1] -> [0, 2]"]),
