@@ -99,6 +99,9 @@ def _check(trials: int, seeds: Sequence[int], overrides: Sequence[str], config: 
         key = str(item).split("=", 1)[0].strip()
         if key in _OWNED:
             raise ValueError(f"override {item!r} sets {key}, which tune sets per run; received it in overrides")
+    if config.train.limit_val_batches == 0:
+        raise ValueError("tune judges trials on validation figures; received train.limit_val_batches=0 (no "
+                         "validation). Remove that override")
     devices = config.train.devices
     if (devices not in ("auto", 1, "1", [0]) and not (isinstance(devices, list) and len(devices) == 1)) \
             or config.train.num_nodes != 1:
