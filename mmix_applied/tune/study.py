@@ -220,8 +220,8 @@ def _objective(run: _Run, study: Any, opened: StudyStorage, space: SearchSpace, 
             for i, seed in enumerate(seeds):
                 config = run.config([*space.overrides(params), "mix.variant=manifold", f"seed={seed}"],
                                     f"{digest}-seed{seed}")
-                callbacks = [ValidationPruning(trial, figure=objective.figure, step_offset=i * max_epochs)] \
-                    if prune else []
+                callbacks = [ValidationPruning(trial, figure=objective.figure, step_offset=i * max_epochs,
+                                               from_epoch=3 * max_epochs // 4)] if prune else []
                 try:
                     figures = run.fit_unit(config, callbacks=callbacks)
                 except NonFiniteLossError as err:
@@ -313,8 +313,9 @@ def tune(config_path: str | os.PathLike, *, trials: int, seeds: Sequence[int] = 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=max(4, min(10, trials // 4)),
                                          multivariate=True, constant_liar=True)
-    pruner = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=base.train.max_epochs // 2) \
-        if prune else optuna.pruners.NopPruner()
+    # the worst quarter at a seed's epoch is pruned, once five trials finished; only the last quarter of each
+    # seed's epochs reports (pruning.ValidationPruning: earlier figures ranked the study's settings poorly)
+    pruner = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5) if prune else optuna.pruners.NopPruner()
     study = open_study(opened, name, direction=objective.direction, sampler=sampler, pruner=pruner,
                        attrs={"recipe": base.recipe, "config": config_tree, "seeds": list(seeds),
                               "space": searched.as_dict(), "objective": objective.figure})

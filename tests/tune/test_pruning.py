@@ -93,3 +93,10 @@ def test_a_logged_metric_is_read_from_the_trainer():
     callback.on_validation_epoch_start(trainer, Module())
     callback.on_validation_end(trainer, Module())
     assert trial.reports == [(0.625, 3)]
+
+
+def test_epochs_before_from_epoch_report_nothing():
+    trial, module = Trial(), Module()
+    callback = ValidationPruning(trial, figure="val/nll_scaled", from_epoch=4)  # Trainer's epoch is 3
+    _epoch(callback, module, [(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
+    assert trial.reports == [] and not module.model._forward_hooks
