@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmix_applied.reports.comparison import paired_differences, summarize, verdict_line
+from mmix_applied.reports.comparison import paired_differences, short_name, summarize, verdict_line
 from mmix_applied.reports.figures import new_figure, save_figure
 from mmix_applied.tune.backend import TrialState, optuna
 from mmix_applied.utils.atomic import atomic_write_text
@@ -94,7 +94,7 @@ def final_summary(rows: Sequence[Mapping[str, Any]], *, metric: str) -> list[str
     if "manifold" in cells and "none" in cells:
         m, n = cells["manifold"]["mean"], cells["none"]["mean"]
         seeds = sorted({int(r["seed"]) for r in rows})
-        lines.append(f"- Test {metric} (mean ± std over seeds {', '.join(map(str, seeds))}): "
+        lines.append(f"- Test {short_name(metric)} (mean ± std over seeds {', '.join(map(str, seeds))}): "
                      + ", ".join(f"{v} {_fmt(c['mean'])} ± {_fmt(c['std'])}" for v, c in cells.items())
                      + f"; the tuned setting (manifold) against none: {100 * (m - n) / n:+.1f} %.")
     if recipe == "classification" and "test/acc" in stats:
