@@ -15,7 +15,7 @@ that from ``trainer.callback_metrics``. :class:`ValidationPruning` does the same
 * only the epochs from ``from_epoch`` on report (``tune``: the last quarter of each seed's run).
   Mid-schedule figures rank settings poorly: in the 50-labels-per-class study regime (40 epochs,
   cosine schedule) the validation NLL at T at epoch 24 ranged 0.12-0.32 and the trial that ended
-  best stood at 0.215 there, worse than four trials a percentile pruner cut at that epoch.
+  best stood at 0.215 there, worse than three trials a percentile pruner cut at that epoch.
 """
 
 from __future__ import annotations
