@@ -36,11 +36,12 @@ except ImportError:  # pragma: no cover - exercised where optuna is absent
     optuna = None
     TrialState = None
 
-__all__ = ["INSTALL_HINT", "StorageError", "StudyStorage", "TrialState", "open_storage", "open_study", "optuna",
-           "recover", "require_optuna", "trial_claim"]
+__all__ = ["INSTALL_HINT", "MADE_FOR", "StorageError", "StudyStorage", "TrialState", "open_storage", "open_study",
+           "optuna", "recover", "require_optuna", "trial_claim"]
 
 INSTALL_HINT = "pip install 'mmix-applied[tune]'"
 DEFAULT_JOURNAL = "tune.journal"
+MADE_FOR = "mmix:made_for"  # the study user attribute saying what the study was made for
 HEARTBEAT_S, GRACE_S = 60, 300
 _UNCLAIMED_GRACE_S = 120.0  # a running trial whose claim was never taken (its process died before) is this old
 
@@ -149,8 +150,9 @@ def open_study(opened: StudyStorage, name: str, *, direction: str, attrs: Mappin
                pruner: Any = None) -> Any:
     """Create or load study ``name``; refuse one made for another recipe, config, seeds or space.
 
-    ``attrs`` (``recipe``, ``config`` (flat), ``seeds``, ``space``, ``objective``) are stored as the
-    study's user attributes on creation and compared on every later open.
+    ``attrs`` (``recipe``, ``config`` (flat), ``seeds``, ``space``, ``objective``) are stored as one
+    study user attribute, ``mmix:made_for`` (one write, so a process opening the study meanwhile never
+    sees half of it), on creation and compared on every later open.
 
     Raises:
         StorageError: The study holds trials of something else (the message names what differs).
@@ -161,14 +163,13 @@ def open_study(opened: StudyStorage, name: str, *, direction: str, attrs: Mappin
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
     except ValueError as err:  # e.g. a study of that name optimised in the other direction
         raise StorageError(f"study {name!r} in {opened.url!r} cannot be used: {err}; choose another --study") from None
-    stored = {k[len("mmix:"):]: v for k, v in study.user_attrs.items() if k.startswith("mmix:")}
-    if not stored:
+    stored = study.user_attrs.get(MADE_FOR)
+    if stored is None:
         if study.trials:
             raise StorageError(f"study {name!r} in {opened.url!r} holds {len(study.trials)} trials that mmix-applied "
                                "tune did not make; choose another --study")
-        for key, value in attrs.items():
-            study.set_user_attr(f"mmix:{key}", value)
-        return study
+        study.set_user_attr(MADE_FOR, dict(attrs))
+        stored = study.user_attrs[MADE_FOR]  # two processes creating it at once: the last write is the study's
     where = f"study {name!r} in {opened.url!r}"
     if stored.get("recipe") != attrs["recipe"]:
         raise StorageError(f"{where} holds trials of the {stored.get('recipe')!r} recipe; this config is "

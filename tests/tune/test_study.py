@@ -68,7 +68,7 @@ def test_an_rdb_url_holds_the_study(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     _tune(tmp_path / "out", monkeypatch, trials=2, seeds=(0,), storage=url, study_name="cls")
     study = optuna.load_study(study_name="cls", storage=url)
-    assert len(study.get_trials(states=(COMPLETE,))) == 2 and study.user_attrs["mmix:recipe"] == "classification"
+    assert len(study.get_trials(states=(COMPLETE,))) == 2 and study.user_attrs["mmix:made_for"]["recipe"] == "classification"
     assert not (tmp_path / "out" / "tune.journal").exists() and (tmp_path / "studies.db.claims").is_dir()
 
 
@@ -146,7 +146,6 @@ def _worker(out, trials, seed, hold_s):
                              str(hold_s)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.slow
 def test_two_processes_share_one_study_and_run_no_trial_twice(tmp_path):
     workers = [_worker(tmp_path, 6, seed, 1.0) for seed in (1, 2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -164,7 +163,6 @@ def test_two_processes_share_one_study_and_run_no_trial_twice(tmp_path):
     assert all(t.user_attrs.get("surplus") for t in others)  # only trials asked for after the 6th, never run
 
 
-@pytest.mark.slow
 def test_a_killed_tune_resumes_its_trial_from_the_last_checkpoint(tmp_path, monkeypatch):
     worker = _worker(tmp_path, 3, 1, 60.0)
     try:
@@ -206,7 +204,6 @@ REAL = ["model.name=test_resnet", "train.max_epochs=2", "train.limit_train_batch
         "data.eval_batch_size=16", "train.accelerator=cpu", "train.enable_progress_bar=false", "train.loggers=[csv]"]
 
 
-@pytest.mark.slow
 def test_a_four_trial_tune_of_a_tiny_model_then_the_final_comparison(tmp_path, monkeypatch):
     from mmix_applied import compare as compare_module
 
