@@ -6,14 +6,18 @@ data. :func:`compare` answers it: for each seed and each variant (``none``, ``in
 data subset, initialisation and data order), tests the last checkpoint, and writes into
 ``out_dir``::
 
-    runs/<variant>-seed<k>/   each run's directory (config, checkpoints, logs, test_metrics.json)
+    runs/<variant>-seed<k>/   each run's directory (config, checkpoints, logs, test_metrics.json,
+                              compare_row.json: its row once everything it owes is on disk)
+    .claims/<variant>-seed<k> the lock of the process running that run (PID and host inside)
     results.jsonl             one row per run (see mmix_applied.reports.comparison)
     report.md                 tables, verdicts, paired differences, plots
     *.png                     validation curves, reliability diagrams, metric bars, spectra
 
-It resumes: a run whose directory holds ``test_metrics.json`` is not trained or tested again; a
-run killed mid-training continues from its ``last.ckpt``. The statistics and plots are the pure
-functions of :mod:`mmix_applied.reports.comparison`.
+It resumes, and it shares: a finished run is not trained or tested again, a run killed after its
+fit is only tested, one killed mid-training continues from its ``last.ckpt``; several processes
+given the same ``out_dir`` split the runs between them (:mod:`mmix_applied.engine.claims`). A
+re-run whose settings differ from the runs on disk is refused with the changed keys. The
+statistics and plots are the pure functions of :mod:`mmix_applied.reports.comparison`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 
 from mmix_applied.engine import MixupModule, fit, get_recipe, load_checkpoint, predict, test
+from mmix_applied.engine.claims import check_writable, claim, config_changes, fit_finished, holder
 from mmix_applied.engine.config import load_config
 from mmix_applied.metrics import ExpectedCalibrationError, calibration_curve
 from mmix_applied.metrics.spectrum import ClassSpectra, class_spectra, collect_states
@@ -43,10 +48,12 @@ from mmix_applied.reports.figures import (
 )
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["VARIANTS", "checkpoint_spectrum", "compare", "pooled_reliability", "read_predictions",
+__all__ = ["CLAIMS", "ROW_FILE", "VARIANTS", "checkpoint_spectrum", "compare", "pooled_reliability", "read_predictions",
            "reliability_bins", "run_name", "validation_figures"]
 
 VARIANTS = ("none", "input", "manifold")
+CLAIMS = ".claims"  # out_dir/.claims/<run name>: the lock of the process running that run
+ROW_FILE = "compare_row.json"  # a run's row, written when everything it owes is on disk
 _OWNED = ("mix.variant", "seed", "run.dir", "run.name")
 
 
@@ -173,6 +180,7 @@ def checkpoint_spectrum(config: Any, checkpoint: Path, point: str, *, max_sample
 
 
 _spectrum = checkpoint_spectrum  # what compare() calls (tests replace it)
+_wait = time.sleep  # how compare waits for runs another process holds (tests replace it)
 
 
 def validation_figures(run_dir: str | os.PathLike) -> dict[str, float]:
@@ -212,11 +220,88 @@ def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def _config(config_path: str | os.PathLike, overrides: Sequence[str], variant: str, seed: int, runs_root: Path,
+            name: str) -> Any:
+    """One run's config; ``run.dir`` is set on the config, not through an override (any folder name works)."""
+    config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}"])
+    config.run.dir, config.run.name = str(runs_root), name
+    return config
+
+
+def _refuse_changed(configs: dict[tuple[str, int], Any], runs_root: Path, out: Path) -> None:
+    """Refuse a re-run whose settings differ from the runs already in ``out`` (naming the keys)."""
+    changed: dict[str, list[str]] = {}
+    for (variant, seed), config in configs.items():
+        for change in config_changes(runs_root / run_name(variant, seed), config):
+            changed.setdefault(change, []).append(run_name(variant, seed))
+    if changed:
+        listed = "; ".join(f"{change} (in {', '.join(names)})" for change, names in changed.items())
+        raise ValueError(f"compare --out {str(out)!r} holds runs made with other settings: {listed}. Their results "
+                         "would be reported under this command; rerun with the earlier settings to resume them, or "
+                         "pass another --out to start a new comparison")
+
+
+def _finished_row(run_dir: Path, *, needs_predictions: bool, spectrum_point: str | None) -> dict[str, Any] | None:
+    """The unit's saved row when everything it owes is on disk, else ``None``."""
+    row_path = run_dir / ROW_FILE
+    if not (row_path.is_file() and (run_dir / "test_metrics.json").is_file()):
+        return None
+    if needs_predictions and not (run_dir / "predictions.csv").is_file():
+        return None
+    spectrum = run_dir / f"spectrum_{spectrum_point}.json"
+    if spectrum_point and not spectrum.is_file():
+        return None
+    row = json.loads(row_path.read_text())
+    if spectrum_point and (row.get("extra") or {}).get("spectrum_file") != str(spectrum):
+        return None
+    return row
+
+
+def _run_unit(config_path: str | os.PathLike, config: Any, overrides: Sequence[str], variant: str, seed: int,
+              run_dir: Path, *, previous: dict[str, Any], predictions: bool,
+              spectrum_point: str | None) -> dict[str, Any]:
+    """Do what one run still owes (fit, test, predictions, spectrum; never a finished fit again); its row."""
+    t0, worked = time.monotonic(), False
+    if not fit_finished(run_dir):
+        resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
+        fit(config, resume=resume)
+        config = _config(config_path, overrides, variant, seed, run_dir.parent, run_dir.name)
+        worked = True
+    if (run_dir / "test_metrics.json").is_file():
+        metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    else:
+        metrics, worked = test(config, checkpoint=f"{run_dir}:last"), True  # the last checkpoint, as documented
+    extra: dict[str, Any] = dict(previous.get("extra") or {})
+    if config.recipe == "classification":
+        pred_path = run_dir / "predictions.csv"
+        if predictions and not pred_path.is_file():  # raw: the reliability diagrams apply T themselves
+            predict(config, checkpoint=f"{run_dir}:last", output=pred_path, raw=True)
+        spectrum_path = run_dir / f"spectrum_{spectrum_point}.json"
+        if spectrum_point and not spectrum_path.is_file():
+            found = _spectrum(config, run_dir / "checkpoints" / "last.ckpt", spectrum_point)
+            atomic_write_text(spectrum_path, json.dumps({"point": spectrum_point, **found}))
+        if spectrum_point:
+            extra["spectrum_file"] = str(spectrum_path)
+            extra["spectrum/mean_directions"] = json.loads(spectrum_path.read_text())["mean_directions"]
+    wall = time.monotonic() - t0 if worked else previous.get("wall_s")
+    row = {"recipe": config.recipe, "variant": variant, "seed": seed, "run_dir": str(run_dir), "metrics": metrics,
+           "val": validation_figures(run_dir), "temperature": metrics.get("temperature"), "wall_s": wall,
+           "extra": extra}
+    atomic_write_text(run_dir / ROW_FILE, json.dumps(row, sort_keys=True))
+    return row
+
+
 def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANTS, seeds: Sequence[int] = (0, 1, 2),
             overrides: Iterable[str] = (), out_dir: str | os.PathLike = "runs/compare", command: str | None = None,
             predictions: bool = True, spectrum_point: str | None = None,
-            log: Callable[[str], Any] = print) -> Path:
+            log: Callable[[str], Any] = print, poll_s: float = 10.0) -> Path:
     """Train and test ``variants x seeds`` of one config; write ``results.jsonl``, ``report.md`` and plots.
+
+    Each run (variant x seed) is one unit of work, claimed through a lock in ``out_dir/.claims``
+    (:mod:`mmix_applied.engine.claims`), so several processes given the same ``out_dir`` share the
+    comparison: each does the runs nobody holds, then waits for the others' (naming their PID), and
+    every process writes the same report at the end. A finished fit is never redone: a run killed
+    after its fit is only tested, one killed mid-fit resumes from ``last.ckpt``.
 
     Args:
         config_path: The recipe's YAML config: a path, or a shipped recipe config's name (``classification``).
@@ -228,61 +313,70 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
         predictions: For classification, also predict the test split to draw reliability diagrams.
         spectrum_point: For classification, a module name whose class-conditional spectrum to report.
         log: Progress sink (one line per run: ``[3/9] manifold seed 0 ... (elapsed, ETA)``).
+        poll_s: Seconds between looks at runs another process holds.
 
     Returns:
         The path of ``report.md``.
+
+    Raises:
+        ValueError: Bad variants, seeds or overrides, or ``out_dir`` holds runs made with other settings
+            (the message lists the changed keys).
+        RunWriteError: ``out_dir`` cannot be written.
     """
     variants, seeds, overrides = tuple(variants), tuple(seeds), tuple(str(o) for o in overrides)
     _check(variants, seeds, overrides)
     out = Path(out_dir)
     runs_root = out / "runs"
     command = command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    previous = _read_rows(out / "results.jsonl")
     jobs = [(variant, seed) for seed in seeds for variant in variants]
-    rows: list[dict[str, Any]] = []
+    configs = {(v, s): _config(config_path, overrides, v, s, runs_root, run_name(v, s)) for v, s in jobs}
+    _refuse_changed(configs, runs_root, out)
+    check_writable(out, flag="--out")
+    previous = _read_rows(out / "results.jsonl")
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    held: set[tuple[str, int]] = set()
     start, trained_time, trained = time.monotonic(), 0.0, 0
-    for i, (variant, seed) in enumerate(jobs, 1):
-        name = run_name(variant, seed)
-        config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}",
-                                           f"run.dir={runs_root}", f"run.name={name}"])
-        run_dir = runs_root / name
-        done = (run_dir / "test_metrics.json").is_file()
-        remaining = sum(1 for v, s in jobs[i:] if not (runs_root / run_name(v, s) / "test_metrics.json").is_file())
-        eta = f"ETA {_clock(trained_time / trained * (remaining + (not done)))}" if trained else "ETA –"
-        log(f"[{i}/{len(jobs)}] {variant} seed {seed} {'done, skipped' if done else '…'} "
-            f"(elapsed {_clock(time.monotonic() - start)}, {eta})")
-        t0 = time.monotonic()
-        if done:
-            metrics = json.loads((run_dir / "test_metrics.json").read_text())
-            wall = previous.get(str(run_dir), {}).get("wall_s")
-        else:
-            resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
-            fit(config, resume=resume)
-            config = load_config(config_path, [*overrides, f"mix.variant={variant}", f"seed={seed}",
-                                               f"run.dir={runs_root}", f"run.name={name}"])
-            metrics = test(config, checkpoint=f"{run_dir}:last")  # the last checkpoint, as documented
-        extra: dict[str, Any] = dict(previous.get(str(run_dir), {}).get("extra") or {}) if done else {}
-        if config.recipe == "classification":
-            pred_path = run_dir / "predictions.csv"
-            if predictions and not pred_path.is_file():  # raw: the reliability diagrams apply T themselves
-                predict(config, checkpoint=f"{run_dir}:last", output=pred_path, raw=True)
-            spectrum_path = run_dir / f"spectrum_{spectrum_point}.json"
-            if spectrum_point and not spectrum_path.is_file():
-                found = _spectrum(config, run_dir / "checkpoints" / "last.ckpt", spectrum_point)
-                atomic_write_text(spectrum_path, json.dumps({"point": spectrum_point, **found}))
-            if spectrum_point:
-                extra["spectrum_file"] = str(spectrum_path)
-                extra["spectrum/mean_directions"] = json.loads(spectrum_path.read_text())["mean_directions"]
-        if not done:
-            wall = time.monotonic() - t0
-            trained_time, trained = trained_time + wall, trained + 1
-        rows.append({"recipe": config.recipe, "variant": variant, "seed": seed, "run_dir": str(run_dir),
-                     "metrics": metrics, "val": validation_figures(run_dir), "temperature": metrics.get("temperature"),
-                     "wall_s": wall, "extra": extra})
-        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    plots = _plots(rows, out)
+    while len(rows) < len(jobs):
+        progressed = False
+        for i, (variant, seed) in enumerate(jobs, 1):
+            if (variant, seed) in rows:
+                continue
+            name, run_dir = run_name(variant, seed), runs_root / run_name(variant, seed)
+            needs_predictions = predictions and configs[(variant, seed)].recipe == "classification"
+            row = _finished_row(run_dir, needs_predictions=needs_predictions, spectrum_point=spectrum_point)
+            lock = None if row is not None else claim(out / CLAIMS, name)
+            if row is None and lock is None:
+                if (variant, seed) not in held:
+                    held.add((variant, seed))
+                    log(f"[{i}/{len(jobs)}] {variant} seed {seed} is being run by {holder(out / CLAIMS, name)}; "
+                        "doing the other runs first, then waiting for it")
+                continue
+            try:
+                if row is None:  # claimed: it may have finished between the look and the claim
+                    row = _finished_row(run_dir, needs_predictions=needs_predictions, spectrum_point=spectrum_point)
+                done = row is not None
+                remaining = sum(1 for job in jobs if job not in rows and job != (variant, seed))
+                eta = f"ETA {_clock(trained_time / trained * (remaining + (not done)))}" if trained else "ETA –"
+                log(f"[{i}/{len(jobs)}] {variant} seed {seed} {'done, skipped' if done else '…'} "
+                    f"(elapsed {_clock(time.monotonic() - start)}, {eta})")
+                if row is None:
+                    t0 = time.monotonic()
+                    row = _run_unit(config_path, configs[(variant, seed)], overrides, variant, seed, run_dir,
+                                    previous=previous.get(str(run_dir), {}), predictions=predictions,
+                                    spectrum_point=spectrum_point)
+                    trained_time, trained = trained_time + time.monotonic() - t0, trained + 1
+            finally:
+                if lock is not None:
+                    lock.release()
+            rows[(variant, seed)], progressed = row, True
+            atomic_write_text(out / "results.jsonl", "".join(json.dumps(rows[j], sort_keys=True) + "\n"
+                                                             for j in jobs if j in rows))
+        if not progressed:
+            _wait(poll_s)
+    ordered = [rows[j] for j in jobs]
+    plots = _plots(ordered, out)
     report = out / "report.md"
-    atomic_write_text(report, render_report(rows, command=command, baseline="none" if "none" in variants
+    atomic_write_text(report, render_report(ordered, command=command, baseline="none" if "none" in variants
                                             else variants[0], plots=plots))
     log(f"compare: {len(jobs)} runs in {_clock(time.monotonic() - start)}; report {report}")
     return report

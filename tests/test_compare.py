@@ -112,16 +112,26 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch, 
         assert saved["mean_directions"] == pytest.approx(row["extra"]["spectrum/mean_directions"])
         assert f"{run.name} at layer2:" in out and f"mean {saved['mean_directions']:.2f}" in out
     assert mtimes == {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/checkpoints/*.ckpt")}
-    # a run whose test never finished (killed after fit) continues from its last.ckpt, not from scratch
+    # a run killed after its fit, before its test: only tested (issue #22: the finished fit was redone)
     (tmp_path / "runs" / "none-seed1" / "test_metrics.json").unlink()
-    resumed = []
+    resumed, tested = [], []
 
     def record(config, *, resume=None):
         resumed.append(resume)
         return real_fit(config, resume=resume)
 
+    def record_test(config, *, checkpoint):
+        tested.append(Path(checkpoint).name)
+        return real_test(config, checkpoint=checkpoint)
+
     monkeypatch.setattr(compare_module, "fit", record)
-    monkeypatch.setattr(compare_module, "test", real_test)
+    monkeypatch.setattr(compare_module, "test", record_test)
     compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
             command="again", spectrum_point="layer2", log=progress.append)
-    assert resumed == [tmp_path / "runs" / "none-seed1"]
+    assert resumed == [] and tested == ["none-seed1"]
+    # a run killed mid-fit (no summary yet) continues from its last.ckpt, not from scratch
+    for name in ("fit_summary.json", "test_metrics.json"):
+        (tmp_path / "runs" / "manifold-seed1" / name).unlink()
+    compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
+            command="again", spectrum_point="layer2", log=progress.append)
+    assert resumed == [tmp_path / "runs" / "manifold-seed1"] and tested == ["none-seed1", "manifold-seed1"]

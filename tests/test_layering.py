@@ -26,7 +26,7 @@ LAYERS = {
     "mmix_applied.models": 3,
     "mmix_applied.data": 4, "mmix_applied.metrics": 4, "mmix_applied.reports": 4, "mmix_applied.deploy": 4,
     "mmix_applied.engine": 5, "mmix_applied.lightning": 5,
-    "mmix_applied.tasks": 6, "mmix_applied.compare": 6,
+    "mmix_applied.tasks": 6, "mmix_applied.compare": 6, "mmix_applied.tune": 6,
     "mmix_applied.cli": 7, "mmix_applied.config": 7, "mmix_applied": 7,
 }
 NAMES = {0: "utilities", 1: "core", 2: "adapters", 3: "models", 4: "data, metrics, reports, deploy", 5: "engine",

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from mmix_applied.cli.export import add_export, export_command
 from mmix_applied.cli.stops import CommandContext, quiet_rank, quiet_writer_threads, stop_message
+from mmix_applied.cli.tune import add_tune_verb, tune_command
 from mmix_applied.cli.verbs import add_verbs, compare_command, quiet_console, spectrum_command
 from mmix_applied.errors import MmixError
 from mmix_applied.utils import interrupts
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--family", help="only this family (timm, smp, monai, crnn)")
     add_verbs(sub)
     add_export(sub)
+    add_tune_verb(sub)
     demo = sub.add_parser("demo", help="run the end-to-end demo (arguments go to the demo)", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -164,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         return spectrum_command(args)
     if args.command == "export":
         return export_command(args)
+    if args.command == "tune":
+        return tune_command(args)
     hint = getattr(args, "resume", None) or getattr(args, "checkpoint", None)
     if getattr(args, "overlays", False):
         args.overrides = [*args.overrides, "options.overlays=true"]

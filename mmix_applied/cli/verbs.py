@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["add_verbs", "compare_command", "quiet_console", "spectrum_command"]
+__all__ = ["add_verbs", "compare_command", "parse_csv", "quiet_console", "spectrum_command"]
 
 
 def quiet_console(verbose: bool) -> None:
@@ -39,7 +39,8 @@ def quiet_console(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=CalibrationWarning)
 
 
-def _csv(kind: type, text: str, flag: str) -> list:
+def parse_csv(kind: type, text: str, flag: str) -> list:
+    """``"0,1,2"`` as ``[0, 1, 2]`` (``kind`` of each item); a bad item names ``flag`` and an example."""
     try:
         return [kind(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -72,8 +73,8 @@ def compare_command(args: argparse.Namespace) -> int:
     """Run ``compare`` from parsed arguments; prints the report's path."""
     from mmix_applied.compare import compare
 
-    report = compare(args.config, variants=_csv(str, args.variants, "--variants"),
-                     seeds=_csv(int, args.seeds, "--seeds"), overrides=list(args.overrides), out_dir=args.out,
+    report = compare(args.config, variants=parse_csv(str, args.variants, "--variants"),
+                     seeds=parse_csv(int, args.seeds, "--seeds"), overrides=list(args.overrides), out_dir=args.out,
                      command=" ".join(sys.argv), spectrum_point=args.spectrum_point)
     print(f"report: {report}")
     return 0

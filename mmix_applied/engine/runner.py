@@ -18,7 +18,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,10 +130,11 @@ def stored_config(ckpt: str | os.PathLike) -> dict[str, Any] | None:
     return dict(saved) if isinstance(saved, dict) and saved else None
 
 
-def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit") -> pl.Trainer:
-    """A Lightning ``Trainer`` for ``config`` writing into ``run_dir``."""
+def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "fit",
+                  callbacks: Sequence[Any] = ()) -> pl.Trainer:
+    """A Lightning ``Trainer`` for ``config`` writing into ``run_dir`` (``callbacks``: the caller's extra ones)."""
     t = config.train
-    callbacks: list[Any] = [EpochToDataset(), *recipe.callbacks()]
+    callbacks = [EpochToDataset(), *recipe.callbacks(), *callbacks]
     loggers: list[Any] = []
     if stage == "fit":
         validate = t.limit_val_batches != 0
@@ -210,8 +211,10 @@ def _setup(config: Config, seed: bool = True, state: dict[str, Any] | None = Non
     return recipe, MixupModule(config, recipe)
 
 
-def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
+def fit(config: Config, *, resume: str | os.PathLike | None = None, callbacks: Sequence[Any] = ()) -> Path:
     """Train ``config``; with ``resume`` (a checkpoint, a run directory or ``last``) continue exactly.
+
+    ``callbacks`` are extra Lightning callbacks of the caller (``tune`` prunes through one).
 
     Nothing is written before the checks pass: the run directory's lock (one ``fit`` per directory),
     and on resume the checkpoint's recipe, model, tensor shapes and the keys that cannot change.
@@ -250,7 +253,7 @@ def fit(config: Config, *, resume: str | os.PathLike | None = None) -> Path:
         check_state_shapes(state, module, ckpt)
         state = None
     datamodule = recipe.build_datamodule()
-    trainer = build_trainer(config, run_dir, recipe, stage="fit")
+    trainer = build_trainer(config, run_dir, recipe, stage="fit", callbacks=callbacks)
     if ckpt is not None:  # logs/metrics.csv keeps the rows logged up to the checkpoint
         for logger in trainer.loggers:
             if isinstance(logger, HistoryCSVLogger):
