@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 
 from mmix_applied.core.attachment import attached_mixer
+from mmix_applied.errors import MmixWarning
 
 __all__ = ["KEY", "MixerCheckpoint", "gather_per_rank", "mixers_of"]
 
@@ -67,14 +68,14 @@ class MixerCheckpoint(pl.Callback):
             if mixers:
                 warnings.warn(f"the checkpoint holds no mixer state (it was saved without MixerCheckpoint); the "
                               f"mixers {sorted(mixers)} start from their seeds, so the resumed run draws other "
-                              "plans than an uninterrupted one.", stacklevel=2)
+                              "plans than an uninterrupted one.", MmixWarning, stacklevel=2)
             return
         missing = sorted(set(saved) - set(mixers))
         extra = sorted(set(mixers) - set(saved))
         if missing or extra:
             warnings.warn(f"the checkpoint has mixer states for {sorted(saved)} but the module has mixers on "
                           f"{sorted(mixers)}; restored the ones in both. Attach the mixers (in __init__ or "
-                          "setup) before fitting so their names match.", stacklevel=2)
+                          "setup) before fitting so their names match.", MmixWarning, stacklevel=2)
         rank = trainer.global_rank
         for name in sorted(set(saved) & set(mixers)):
             entry, mixer = saved[name], mixers[name]
@@ -86,7 +87,7 @@ class MixerCheckpoint(pl.Callback):
                 mixer.generator.set_state(per_rank[rank].clone())
             elif rank > 0:
                 warnings.warn(f"the checkpoint holds mixer generators for {len(per_rank)} ranks; rank {rank} "
-                              "restarts from rank 0's state (the world size changed).", stacklevel=2)
+                              "restarts from rank 0's state (the world size changed).", MmixWarning, stacklevel=2)
 
 
 def gather_per_rank(trainer: pl.Trainer, pl_module: pl.LightningModule, state: torch.Tensor) -> list[torch.Tensor]:

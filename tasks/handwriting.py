@@ -44,7 +44,7 @@ from mmix_applied.engine.data_summary import DataDescription, SplitDescription
 from mmix_applied.engine.datamodule import DataModule
 from mmix_applied.engine.predictions import write_table
 from mmix_applied.engine.recipe import DataConfig, Recipe
-from mmix_applied.errors import ConfigError
+from mmix_applied.errors import ConfigError, MmixWarning
 from mmix_applied.utils.rules import FRACTION, at_least, within
 
 __all__ = ["DigitsConfig", "HandwritingData", "HandwritingOptions", "HandwritingRecipe"]
@@ -360,7 +360,7 @@ class HandwritingRecipe(Recipe):
                 bad = [batch["sources"][i] for i in torch.nonzero(~ok).flatten().tolist()[:5]]
                 warnings.warn(f"handwriting: lines too narrow for CTC to emit their transcription (e.g. {bad}); "
                               "their loss is infinite. Use a model that downsamples width less, a larger "
-                              "data.height, or check these transcriptions", stacklevel=2)
+                              "data.height, or check these transcriptions", MmixWarning, stacklevel=2)
         return batch["images"], LineTargets(batch["targets"], batch["target_lengths"], lengths, batch["texts"])
 
     def decode(self, log_probs: Tensor, lengths: Tensor) -> list[str]:

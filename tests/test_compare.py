@@ -128,10 +128,10 @@ def test_compare_end_to_end_then_resume_without_training(tmp_path, monkeypatch, 
     monkeypatch.setattr(compare_module, "test", record_test)
     compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
             command="again", spectrum_point="layer2", log=progress.append)
-    assert resumed == [] and tested == ["none-seed1"]
+    assert resumed == [] and tested == ["none-seed1:last"]  # its last checkpoint
     # a run killed mid-fit (no summary yet) continues from its last.ckpt, not from scratch
     for name in ("fit_summary.json", "test_metrics.json"):
         (tmp_path / "runs" / "manifold-seed1" / name).unlink()
     compare(CONFIG, variants=("none", "manifold"), seeds=(0, 1), overrides=TINY, out_dir=tmp_path,
             command="again", spectrum_point="layer2", log=progress.append)
-    assert resumed == [tmp_path / "runs" / "manifold-seed1"] and tested == ["none-seed1", "manifold-seed1"]
+    assert resumed == [tmp_path / "runs" / "manifold-seed1"] and tested == ["none-seed1:last", "manifold-seed1:last"]

@@ -38,9 +38,11 @@ def _stand_in(monkeypatch, calls):
         return run
 
     def test(config, *, checkpoint):
-        calls.append(("test", Path(checkpoint).name))
+        run, which = str(checkpoint).rsplit(":", 1)
+        assert which == "last", checkpoint  # compare tests each run's last checkpoint, as documented
+        calls.append(("test", Path(run).name))
         metrics = {"test/acc": 0.5, "test/nll": 1.0}
-        (Path(checkpoint) / "test_metrics.json").write_text(json.dumps(metrics))
+        (Path(run) / "test_metrics.json").write_text(json.dumps(metrics))
         return metrics
 
     monkeypatch.setattr(compare_module, "fit", fit)
@@ -103,7 +105,7 @@ def test_a_read_only_out_is_named_without_a_traceback(tmp_path, monkeypatch, cap
     _stand_in(monkeypatch, calls)
     assert main(["compare", "-c", str(CONFIG), "--variants", "none", "--seeds", "0", "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot write into --out {str(out)!r}: [Errno 30] Read-only file system; pass a "
+    assert err.startswith(f"error: RunWriteError: cannot write into --out {str(out)!r}: [Errno 30] Read-only file system; pass a "
                           "writable folder as --out") and "Traceback" not in err
     assert calls == []
 

@@ -42,6 +42,8 @@ def _strays(classes: dict[str, type]) -> list[str]:
     """The classes outside the roots, or under a root without a built-in exception type beside it."""
     bad = []
     for name, cls in sorted(classes.items()):
+        if not issubclass(cls, Exception):  # a stop, like KeyboardInterrupt (utils.interrupts.Stopped): not an error
+            continue
         if issubclass(cls, Warning):
             if not issubclass(cls, MmixWarning):
                 bad.append(f"{name}: a warning that does not derive from MmixWarning")
@@ -118,3 +120,32 @@ def test_the_roots_are_public():
 
     assert mmix_applied.MmixError is errors.MmixError and mmix_applied.MmixWarning is errors.MmixWarning
     assert issubclass(MmixError, Exception) and not issubclass(MmixError, (ValueError, OSError, RuntimeError))
+
+
+def _uncategorised_warnings(source: str, path: str) -> list[str]:
+    """``warnings.warn`` calls in ``source`` that give no category (a plain ``UserWarning``)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "warn"
+                and getattr(node.func.value, "id", None) == "warnings"):
+            if len(node.args) < 2 and not any(k.arg == "category" for k in node.keywords):
+                found.append(f"{path}:{node.lineno}")
+    return found
+
+
+def test_every_warning_the_package_issues_names_its_category():
+    """A category is what users filter on (``warnings.filterwarnings("ignore", category=MmixWarning)``);
+    a call without one issues a plain ``UserWarning`` that no filter on the root reaches."""
+    from pathlib import Path
+
+    roots = [Path(mmix_applied.__file__).parent, Path(mmix_applied.tasks.__file__).parent]
+    found = [hit for root in roots for path in sorted(root.rglob("*.py"))
+             for hit in _uncategorised_warnings(path.read_text(), str(path))]
+    assert found == []
+
+
+def test_the_warning_scan_finds_a_call_without_a_category():
+    source = "import warnings\nwarnings.warn('a', stacklevel=2)\nwarnings.warn('b', UserWarning)\n"
+    assert _uncategorised_warnings(source, "x.py") == ["x.py:2"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmix_applied.core.plan import MixPlan
+from mmix_applied.errors import MmixWarning
 
 from .base import Adapter, check_tensor, checking_values
 
@@ -187,7 +188,7 @@ class CTC(Adapter):
                        "Use wider inputs or a model with less downsampling, or CTC(zero_infinity=True) to skip them.")
             if not self.zero_infinity:
                 raise ValueError(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, MmixWarning, stacklevel=3)
             losses = torch.where(bad, torch.zeros_like(losses), losses)
         return self._reduce(losses, tgt_len)
 

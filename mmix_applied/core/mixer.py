@@ -21,6 +21,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from mmix_applied.errors import MmixWarning
 from mmix_applied.utils.rules import Rule
 
 from .attachment import (
@@ -195,6 +196,7 @@ class ManifoldMixup:
                     f"{type(model).__name__}.forward could not be traced ({exc}); falling back to forward "
                     "hooks that mix only each point's output. Tensors that bypass a point (skip "
                     "connections) are then NOT mixed: prefer points with no skip across them.",
+                    MmixWarning,
                     stacklevel=2,
                 )
                 self._install_hooks(self._module_points)
@@ -430,7 +432,7 @@ class ManifoldMixup:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, MmixWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -485,7 +487,7 @@ class ManifoldMixup:
             raise ValueError("load_state_dict expects the dict from ManifoldMixup.state_dict() (a 'generator' entry).")
         if state.get("points", self.points) != self.points:
             warnings.warn(f"restoring a mixer state saved with points {state['points']} into a mixer with "
-                          f"points {self.points}: the plans drawn will differ.", stacklevel=2)
+                          f"points {self.points}: the plans drawn will differ.", MmixWarning, stacklevel=2)
         # clone: a row of a gathered tensor (offset into a shared storage) segfaults Generator.set_state
         self.generator.set_state(state["generator"].clone())
         self.enabled = bool(state.get("enabled", self.enabled))

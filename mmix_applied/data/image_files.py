@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from mmix_applied.errors import MmixError
+
 __all__ = [
     "OPENCV_MAX_PIXELS",
     "OPENCV_MAX_SIDE",
@@ -51,7 +53,7 @@ _INDEXED_MODES = ("P", "PA", "LA", "La")
 _bomb_lock = threading.Lock()
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(MmixError, ValueError):
     """An image file is larger than OpenCV decodes."""
 
 

@@ -22,6 +22,7 @@ from mmix_applied.data.constants import IMAGE_SUFFIXES
 from mmix_applied.data.image_files import check_decodable
 from mmix_applied.data.seeding import SeededAugmentation
 from mmix_applied.data.segmentation_2d import read_image as read_float_image
+from mmix_applied.errors import MmixWarning
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -227,7 +228,7 @@ def _tiff_to_uint8(path: Path, *, channels: int) -> np.ndarray:
             _warned_scaling.add("minmax")
             warnings.warn(f"image {str(path)!r} has float samples in [{lo:g}, {hi:g}], outside [0, 1]: each such "
                           "image is min-max scaled to [0, 255] before normalisation; convert the images to 8-bit "
-                          "yourself for another scaling", UserWarning, stacklevel=3)
+                          "yourself for another scaling", MmixWarning, stacklevel=3)
     return np.round(image * 255.0).astype(np.uint8)
 
 

@@ -20,6 +20,7 @@ import torch
 from mmix_applied.data.constants import NIFTI_SUFFIXES
 from mmix_applied.data.masks import MaskMode, check_mask_values
 from mmix_applied.data.seeding import SeededAugmentation
+from mmix_applied.errors import MmixError
 
 __all__ = ["UnlabelledListError", "VolumeDataset", "build_3d_transforms", "datalist_labels", "invert_prediction",
            "load_datalist", "nifti_predict_items"]
@@ -83,7 +84,7 @@ def load_datalist(
     return items
 
 
-class UnlabelledListError(ValueError):
+class UnlabelledListError(MmixError, ValueError):
     """A datalist key lists images without labels (the Decathlon's ``test`` list) where labels are needed.
 
     Attributes:

@@ -27,6 +27,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import Dataset
 
+from mmix_applied.errors import MmixWarning
+
 __all__ = ["EpochSyncedDataset", "LoaderPace", "RestartStaleLoader", "compile_model", "convert_memory_format",
            "resolve_speed_options", "uses_cuda", "worker_init"]
 
@@ -241,6 +243,7 @@ class LoaderPace(Callback):
                 f"for the next batch was {wait * 1e3:.1f} ms against a median step of {step * 1e3:.1f} ms "
                 f"({wait / step:.0%} of the step) with data.num_workers={self.num_workers}. Raise data.num_workers "
                 f"(this machine has {cpus} CPUs), or lighten the augmentation.",
+                MmixWarning,
                 stacklevel=2,
             )
 

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from mmix_applied.engine.modelzoo import build_model
+from mmix_applied.errors import MmixWarning
 from mmix_applied.utils.hints import did_you_mean
 from mmix_applied.utils.rules import Rule
 
@@ -299,7 +300,7 @@ def register_recipe(name: str, target: str | type[Recipe], *, overwrite: bool = 
     if name in RECIPES and not overwrite:
         raise ValueError(f"recipe {name!r} is already registered ({RECIPES[name]!r}); pass overwrite=True")
     if name in RECIPES:
-        warnings.warn(f"overwriting recipe {name!r}", stacklevel=2)
+        warnings.warn(f"overwriting recipe {name!r}", MmixWarning, stacklevel=2)
     RECIPES[name] = target
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmix_applied.errors import MmixError
 from mmix_applied.utils.atomic import atomic_write_text
 
 __all__ = ["SPLIT_RECORD_FILE", "DataChangedError", "check_split_record", "split_record", "write_split_record"]
@@ -23,7 +24,7 @@ __all__ = ["SPLIT_RECORD_FILE", "DataChangedError", "check_split_record", "split
 SPLIT_RECORD_FILE = "data_splits.json"
 
 
-class DataChangedError(ValueError):
+class DataChangedError(MmixError, ValueError):
     """The data of a resumed run is not the data it started with."""
 
 

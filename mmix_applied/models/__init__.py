@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from mmix_applied.errors import MmixWarning
+
 from ._registry import get_family, list_families, list_models, register_family, resolve_model_name
 from .crnn import CRNN, build_crnn, crnn_names
 from .hub import HUB_PREFIX, resolve_weights
@@ -118,11 +120,12 @@ def create_model(
         built = built.get("architecture") if isinstance(built, dict) else None
         if source.architecture and built and source.architecture != built:
             warnings.warn(f"pretrained {source.spec!r} holds weights of {source.architecture!r}, loaded into "
-                          f"{built!r}; keys that differ are reported, shapes that differ are refused.", stacklevel=2)
+                          f"{built!r}; keys that differ are reported, shapes that differ are refused.",
+                          MmixWarning, stacklevel=2)
         report = load_weights(model, source.path)
         model.weights_report = report  # what loaded: shown by fit's data summary
         if not report.clean:
-            warnings.warn(f"weights loaded with differences:\n{report}", stacklevel=2)
+            warnings.warn(f"weights loaded with differences:\n{report}", MmixWarning, stacklevel=2)
     return model
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from mmix_applied.errors import MmixWarning
 from mmix_applied.utils.hints import close_matches as _close_matches
 
 __all__ = [
@@ -88,7 +89,7 @@ def register_family(
             raise TypeError(f"build must be callable; received {type(fn).__name__}.")
         if name in _FAMILIES:
             warnings.warn(f"model family {name!r} is registered again; the new builder replaces the old one.",
-                          stacklevel=2)
+                          MmixWarning, stacklevel=2)
         _FAMILIES[name] = ModelFamily(name=name, build=fn, names=names, description=description,
                                       contains=contains)
         return fn

@@ -42,6 +42,7 @@ from mmix_applied.engine.claims import check_writable, claim, config_changes, fi
 from mmix_applied.engine.config import Config, config_to_dict, load_config
 from mmix_applied.engine.module import NonFiniteLossError
 from mmix_applied.engine.runner import fit
+from mmix_applied.errors import MmixError
 from mmix_applied.tune.backend import (
     StudyStorage,
     TrialState,
@@ -85,7 +86,7 @@ def objective_of(config: Config) -> Objective:
                      "test/" + monitor.split("/", 1)[-1])
 
 
-class _Surplus(Exception):
+class _Surplus(MmixError, RuntimeError):
     """A trial asked for after the study already had enough (several processes asked at once)."""
 
 

@@ -3,6 +3,7 @@ ONNX (dynamic batch and width) and TorchScript exports decode to the same string
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -30,8 +31,9 @@ def test_load_run_reads_the_lines_as_the_runs_own_predict(trained, tmp_path):
     assert record["charset"] == "0123456789" and record["preprocessing"]["height"] == 32
     assert record["model"]["options"]["img_height"] == 32  # the recipe's builder option, recorded
     written = runner.predict(runner.config_of_checkpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoint=run_dir,
-                             input=str(trained["lines"][0].parent), output=tmp_path / "lines.tsv")
-    own = dict(line.split("\t") for line in written.read_text().splitlines())
+                             input=str(trained["lines"][0].parent), output=tmp_path / "lines.csv")
+    with written.open(newline="", encoding="utf-8") as fh:  # path,text (a CSV: texts may hold tabs or commas)
+        own = {row["path"]: row["text"] for row in csv.DictReader(fh)}
     run = load_run(run_dir)
     assert run.temperature is None and run.charset == Charset("0123456789")
     paths = sorted(str(p) for p in trained["lines"])

@@ -126,7 +126,7 @@ def test_the_cli_prints_one_line_for_a_bad_storage_and_for_a_missing_optuna(tmp_
     argv = ["tune", "-c", str(CONFIG), "--trials", "2", "--out", str(tmp_path), *TINY]
     assert main([*argv, "--storage", "notadb://x"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot open --storage 'notadb://x'") and "Traceback" not in err
+    assert err.startswith("error: StorageError: cannot open --storage 'notadb://x'") and "Traceback" not in err
     monkeypatch.setattr(backend, "optuna", None)
     assert main(argv) == 2
     assert "pip install 'mmix-applied[tune]'" in capsys.readouterr().err
