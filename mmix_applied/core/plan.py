@@ -50,7 +50,7 @@ def _sample_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:
     """Gamma(shape, 1) draws by Marsaglia & Tsang (2000), with the shape<1 boost.
 
     ``torch.distributions`` cannot take a generator, so this is the one sampler we write by hand;
-    ``tests/test_plan.py`` checks it against scipy's Beta distribution.
+    ``tests/core/test_plan.py`` checks it against scipy's Beta distribution.
     """
     boost = shape < 1.0
     a = shape + 1.0 if boost else shape
