@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmix_applied.engine.claims import claim
+from mmix_applied.engine.claims import claim, flat
 from mmix_applied.engine.config import ConfigError
 
 try:  # the `tune` extra; the package imports without it
@@ -187,15 +187,9 @@ def open_study(opened: StudyStorage, name: str, *, direction: str, attrs: Mappin
     return study
 
 
-def _flat_json(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(_flat_json(value, name))
-        else:
-            out[name] = json.dumps(value, sort_keys=True)
-    return out
+def _flat_json(tree: Mapping[str, Any]) -> dict[str, str]:
+    """Dotted keys to JSON text (lists and numbers compare as written)."""
+    return {key: json.dumps(value, sort_keys=True) for key, value in flat(dict(tree)).items()}
 
 
 def trial_claim(study_name: str, number: int) -> str:
