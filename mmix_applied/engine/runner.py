@@ -163,7 +163,7 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
     if plain_progress(config):  # a log file, not a terminal: one line per epoch, no redrawn bar
         callbacks.append(EpochLines())
     one_device = stage in ("test", "predict")  # a DistributedSampler would pad (repeat) test samples
-    return pl.Trainer(
+    trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -189,6 +189,32 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
+    _no_collective_in_the_sigterm_handler(trainer)
+    return trainer
+
+
+def _no_collective_in_the_sigterm_handler(trainer: pl.Trainer) -> None:
+    """Lightning's SIGTERM handler broadcasts to the other ranks from inside the signal handler.
+
+    A handler runs wherever the main thread is; when that is inside another collective (the
+    checkpoint's all-gather of every rank's RNG and mixer state), the two collectives interleave and
+    every rank waits forever (a DDP ``fit`` hung on SIGTERM that way). The replacement does the
+    rest of Lightning's handler: it passes the signal on to the processes the launcher started and
+    sets the flag, which Lightning itself all-reduces at the next step boundary (its
+    ``training_epoch_loop``), where every rank is at the same point.
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "_sigterm_notifier_fn"):
+        return  # another Lightning: its own handling applies
+
+    def notify(signum: int, _frame: Any) -> None:
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
 
 
 def _quiet_lightning() -> None:
