@@ -149,3 +149,15 @@ def test_every_warning_the_package_issues_names_its_category():
 def test_the_warning_scan_finds_a_call_without_a_category():
     source = "import warnings\nwarnings.warn('a', stacklevel=2)\nwarnings.warn('b', UserWarning)\n"
     assert _uncategorised_warnings(source, "x.py") == ["x.py:2"]
+
+
+def test_every_public_error_is_in_the_api_table(package_classes):
+    """docs/api/errors.md lists each public error and warning class by its module path."""
+    from tests.helpers import ROOT
+
+    table = (ROOT / "docs" / "api" / "errors.md").read_text()
+    public = [name for name, cls in package_classes.items()
+              if issubclass(cls, (MmixError, MmixWarning)) and cls not in (MmixError, MmixWarning)
+              and not any(part.startswith("_") for part in name.split("."))]
+    assert len(public) > 10
+    assert [name for name in public if f"`{name}`" not in table] == []
