@@ -188,6 +188,9 @@ def build_trainer(config: Config, run_dir: Path, recipe: Any, *, stage: str = "f
         logger=loggers if loggers else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
+        # a compiled model evaluates under no_grad, as fit's validation does, so the temperature fit and
+        # test reuse that graph (inference tensors would compile one more)
+        inference_mode=not t.compile,
     )
     _no_collective_in_the_sigterm_handler(trainer)
     return trainer
