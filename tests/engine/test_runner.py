@@ -186,3 +186,30 @@ def test_precision_and_accumulation_pass_through(tmp_path):
         assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())  # master weights stay fp32
     assert dtypes["bf16-mixed"] == {torch.bfloat16}  # bf16 autocast was applied to the convolutions
     assert dtypes["32"] == {torch.float32}  # control: without it they run in float32
+
+
+def test_the_sigterm_handler_of_a_built_trainer_runs_no_collective(tmp_path, monkeypatch):
+    """A collective inside a signal handler interleaves with one in progress (a checkpoint's all-gather)
+    and hangs every DDP rank; the engine's trainer forwards the signal and sets the flag instead."""
+    import signal
+
+    import lightning.pytorch as pl
+    import torch.distributed as dist
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    from mmix_applied.engine import get_recipe
+    from mmix_applied.engine.runner import build_trainer
+
+    config = tiny(tmp_path, "train.precision=32")  # build_trainer takes resolved speed options (fit resolves them)
+    trainer = build_trainer(config, tmp_path / "run", get_recipe(config.recipe)(config), stage="fit")
+    broadcasts = []
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))  # as under DDP
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "broadcast", lambda *args, **kwargs: broadcasts.append(args))
+    connector = trainer._signal_connector
+    _SignalConnector._sigterm_notifier_fn(connector, signal.SIGTERM, None)  # the control: Lightning's own
+    assert len(broadcasts) == 1
+    connector.received_sigterm = False
+    connector._sigterm_notifier_fn(signal.SIGTERM, None)  # what register_signal_handlers installs
+    assert len(broadcasts) == 1 and trainer.received_sigterm
