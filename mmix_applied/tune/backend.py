@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 from mmix_applied.engine.claims import claim, flat
 from mmix_applied.engine.config import ConfigError
+from mmix_applied.engine.rundir import RunLock
 
 try:  # the `tune` extra; the package imports without it
     import optuna
@@ -37,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised where optuna is absent
     TrialState = None
 
 __all__ = ["INSTALL_HINT", "MADE_FOR", "StorageError", "StudyStorage", "TrialState", "open_storage", "open_study",
-           "optuna", "recover", "require_optuna", "trial_claim"]
+           "optuna", "recover", "require_optuna", "take_trial_claim", "trial_claim"]
 
 INSTALL_HINT = "pip install 'mmix-applied[tune]'"
 DEFAULT_JOURNAL = "tune.journal"
@@ -196,6 +198,22 @@ def trial_claim(study_name: str, number: int) -> str:
     """The claim name of trial ``number`` of ``study_name`` (any study name gives a plain folder name)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)[:40]
     return f"{safe}-{hashlib.sha1(study_name.encode()).hexdigest()[:6]}-trial{number}"
+
+
+def take_trial_claim(claims: Path, name: str, *, timeout_s: float = 60.0) -> RunLock:
+    """Claim the trial this process was just given: waits while another process's :func:`recover` holds
+    the claim for its look (taken and released at once); a trial Optuna hands out has no other holder.
+
+    Raises:
+        RuntimeError: The claim stayed held for ``timeout_s`` (another process runs the trial).
+    """
+    deadline = time.monotonic() + timeout_s
+    while (lock := claim(claims, name)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the claim {str(Path(claims) / name)!r} of a trial this process was given stayed "
+                               f"held by another process for {timeout_s:g} s")
+        time.sleep(0.05)
+    return lock
 
 
 def _age_s(trial: Any) -> float:

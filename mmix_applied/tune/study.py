@@ -51,6 +51,7 @@ from mmix_applied.tune.backend import (
     optuna,
     recover,
     require_optuna,
+    take_trial_claim,
     trial_claim,
 )
 from mmix_applied.tune.pruning import ValidationPruning
@@ -205,10 +206,23 @@ def _surplus(study: Any, number: int, trials: int) -> bool:
 
 
 def _objective(run: _Run, study: Any, opened: StudyStorage, space: SearchSpace, seeds: Sequence[int],
-               objective: Objective, *, trials: int, prune: bool, max_epochs: int) -> Callable[[Any], float]:
+               objective: Objective, *, trials: int, prune: bool,
+               max_epochs: int) -> tuple[Callable[[Any], float], Callable[[], None]]:
+    """The objective, and the function that releases its trial's claim once Optuna has told the result.
+
+    The claim is held until then: released earlier, another process's :func:`recover` would find a
+    trial still running with no live holder and fail it before its result is told.
+    """
+    held: list[Any] = []
+
+    def release() -> None:
+        while held:
+            held.pop().release()
+
     def evaluate(trial: Any) -> float:
         params = space.suggest(trial)
-        lock = claim(opened.claims, trial_claim(study.study_name, trial.number)) if opened.claims else None
+        if opened.claims:
+            held.append(take_trial_claim(opened.claims, trial_claim(study.study_name, trial.number)))
         trial.set_user_attr("worker", f"PID {os.getpid()} on {socket.gethostname()}")
         try:
             if _surplus(study, trial.number, trials):
@@ -241,11 +255,8 @@ def _objective(run: _Run, study: Any, opened: StudyStorage, space: SearchSpace, 
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             raise
-        finally:
-            if lock is not None:
-                lock.release()
 
-    return evaluate
+    return evaluate, release
 
 
 def _short(value: Any) -> str:
@@ -325,8 +336,8 @@ def tune(config_path: str | os.PathLike, *, trials: int, seeds: Sequence[int] = 
         f"{', '.join(map(str, seeds))}; searching " + "; ".join(searched.describe()))
     start = time.monotonic()
     baseline = _baseline(run, study, seeds, objective.figure, wait=False)
-    evaluate = _objective(run, study, opened, searched, seeds, objective, trials=trials, prune=prune,
-                          max_epochs=base.train.max_epochs)
+    evaluate, release_claim = _objective(run, study, opened, searched, seeds, objective, trials=trials,
+                                         prune=prune, max_epochs=base.train.max_epochs)
     waiting_told: set[int] = set()
     while True:
         for number in recover(study, opened):
@@ -345,7 +356,10 @@ def tune(config_path: str | os.PathLike, *, trials: int, seeds: Sequence[int] = 
             time.sleep(poll_s)
             continue
         t0 = time.monotonic()
-        study.optimize(evaluate, n_trials=1, catch=(_Surplus,), gc_after_trial=True)
+        try:
+            study.optimize(evaluate, n_trials=1, catch=(_Surplus,), gc_after_trial=True)
+        finally:
+            release_claim()  # after Optuna told the trial's state
         last = max((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker", "").startswith(
             f"PID {os.getpid()} ")), key=lambda t: t.number, default=None)
         if last is not None and not last.user_attrs.get("surplus"):

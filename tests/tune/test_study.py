@@ -231,3 +231,27 @@ def test_a_four_trial_tune_of_a_tiny_model_then_the_final_comparison(tmp_path, m
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("a finished run was run again"))
     assert tune(CONFIG, trials=4, seeds=(0,), final_seeds=(3,), overrides=REAL, out_dir=tmp_path,
                 log=lambda line: None) == report
+
+
+def test_a_finished_trial_keeps_its_claim_until_optuna_has_told_it(tmp_path, monkeypatch):
+    """Between the objective's return and Optuna's ``tell``, another process's ``recover`` looks at the
+    trial: still running; its claim must still be held, or it is failed and the ``tell`` then raises
+    "Cannot tell a FAIL trial" (seen once in two processes sharing a study)."""
+    from mmix_applied.tune.backend import recover
+
+    real_objective, looked = study_module._objective, []
+
+    def objective(run, study, opened, *args, **kwargs):
+        evaluate, release = real_objective(run, study, opened, *args, **kwargs)
+
+        def evaluate_then_look(trial):
+            value = evaluate(trial)
+            looked.append(recover(study, opened))  # what another process's loop does in this window
+            return value
+
+        return evaluate_then_look, release
+
+    monkeypatch.setattr(study_module, "_objective", objective)
+    _tune(tmp_path, monkeypatch, trials=2)
+    assert looked == [[], []]  # the looks found each trial held by its live process
+    assert len(_study(tmp_path).get_trials(states=(COMPLETE,))) == 2
