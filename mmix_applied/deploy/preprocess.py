@@ -42,6 +42,14 @@ def as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
                     f"torch.Tensor batch; received {type(images).__name__}")
 
 
+def _uint8(image: np.ndarray, what: str) -> np.ndarray:
+    """``image`` itself when it is ``uint8`` (as read from an image file); else a clear error naming ``what``."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what}: arrays are uint8 (0-255) as read from an image file; received dtype "
+                         f"{image.dtype}. Convert it, or pass the preprocessed batch as a torch.Tensor")
+    return image
+
+
 def _channels(image: np.ndarray, channels: int, what: str) -> np.ndarray:
     """``(H, W)`` / ``(H, W, C)`` -> ``(H, W, channels)``: grey repeated, colour made grey, alpha dropped."""
     if image.ndim == 2:
@@ -70,10 +78,7 @@ def classification_batch(images: Sequence[ImageInput], pre: Mapping[str, Any]) -
     out = []
     for i, item in enumerate(images):
         if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8:
-                raise ValueError(f"image {i}: arrays are uint8 (0-255) as read from an image file; received dtype "
-                                 f"{item.dtype}. Convert it, or pass the preprocessed batch as a torch.Tensor")
-            array = _channels(item, channels, f"image {i}")
+            array = _channels(_uint8(item, f"image {i}"), channels, f"image {i}")
         else:
             array = read_image(item, channels=channels)
         out.append(transform(image=array)["image"])
@@ -108,10 +113,7 @@ def line_batch(images: Sequence[ImageInput], pre: Mapping[str, Any]) -> tuple[to
     items = []
     for i, item in enumerate(images):
         if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8:
-                raise ValueError(f"line {i}: arrays are uint8 (0-255) as read from an image file; received dtype "
-                                 f"{item.dtype}")
-            grey = _channels(item, 1, f"line {i}")[:, :, 0]
+            grey = _channels(_uint8(item, f"line {i}"), 1, f"line {i}")[:, :, 0]
             ink = 255 - grey if pre.get("invert", True) else grey
         else:
             ink = load_line_image(item, invert=bool(pre.get("invert", True)))

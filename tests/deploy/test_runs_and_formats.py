@@ -3,6 +3,7 @@ a model with a mixer attached exports as the plain model, the temperature folded
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -113,3 +114,18 @@ def test_a_model_with_a_mixer_attached_exports_as_the_plain_model(tmp_path):
         mixer.close()
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.trace(model, x), buffer)  # closed: the model is its plain self again
+
+
+@pytest.mark.parametrize("which", ["image", "line"])
+def test_arrays_that_are_not_uint8_are_refused_naming_the_item(which):
+    from mmix_applied.deploy.preprocess import classification_batch, line_batch
+
+    good, bad = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.float32)
+    if which == "image":
+        call = functools.partial(classification_batch, pre={"channels": 1, "image_size": 8, "mean": [0.5],
+                                                            "std": [0.5]})
+    else:
+        call = functools.partial(line_batch, pre={"height": 8})
+    assert len(call([good])) > 0  # the control: a uint8 array is taken
+    with pytest.raises(ValueError, match=rf"^{which} 1: arrays are uint8 \(0-255\) .* received dtype float32"):
+        call([good, bad])
