@@ -48,8 +48,8 @@ from mmix_applied.reports.figures import (
 )
 from mmix_applied.utils.atomic import atomic_write_text
 
-__all__ = ["CLAIMS", "ROW_FILE", "VARIANTS", "checkpoint_spectrum", "compare", "pooled_reliability", "read_predictions",
-           "reliability_bins", "run_name", "validation_figures"]
+__all__ = ["CLAIMS", "ROW_FILE", "VARIANTS", "check_seeds_and_overrides", "checkpoint_spectrum", "clock", "compare",
+           "pooled_reliability", "read_predictions", "reliability_bins", "run_name", "validation_figures"]
 
 VARIANTS = ("none", "input", "manifold")
 CLAIMS = ".claims"  # out_dir/.claims/<run name>: the lock of the process running that run
@@ -68,14 +68,24 @@ def _check(variants: Sequence[str], seeds: Sequence[int], overrides: Sequence[st
     bad = [v for v in variants if v not in VARIANTS]
     if bad or len(set(variants)) != len(variants):
         raise ValueError(f"variants must be distinct names from {', '.join(VARIANTS)}; received {list(variants)}")
+    check_seeds_and_overrides(seeds, overrides, tool="compare", fix=". Use --variants / --seeds / --out instead")
+
+
+def check_seeds_and_overrides(seeds: Sequence[int], overrides: Sequence[str], *, tool: str, fix: str = "") -> None:
+    """Seeds are distinct integers (at least one); no override sets a key ``tool`` sets per run (``mix.variant``,
+    ``seed``, ``run.dir``, ``run.name``). ``compare`` and ``tune`` share it.
+
+    Raises:
+        ValueError: Naming what was received; ``fix`` ends the override message.
+    """
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool)
                                                              for s in seeds):
         raise ValueError(f"seeds must be distinct integers, at least one; received {list(seeds)}")
     for item in overrides:
         key = str(item).split("=", 1)[0].strip()
         if key in _OWNED:
-            raise ValueError(f"override {item!r} sets {key}, which compare sets per run; received it in overrides. "
-                             "Use --variants / --seeds / --out instead")
+            raise ValueError(f"override {item!r} sets {key}, which {tool} sets per run; received it in "
+                             f"overrides{fix}")
 
 
 def read_predictions(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +214,8 @@ def validation_figures(run_dir: str | os.PathLike) -> dict[str, float]:
     return out
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``H:MM:SS`` of a duration in seconds (the progress lines of compare and tune)."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -356,9 +367,9 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
                     row = _finished_row(run_dir, needs_predictions=needs_predictions, spectrum_point=spectrum_point)
                 done = row is not None
                 remaining = sum(1 for job in jobs if job not in rows and job != (variant, seed))
-                eta = f"ETA {_clock(trained_time / trained * (remaining + (not done)))}" if trained else "ETA –"
+                eta = f"ETA {clock(trained_time / trained * (remaining + (not done)))}" if trained else "ETA –"
                 log(f"[{i}/{len(jobs)}] {variant} seed {seed} {'done, skipped' if done else '…'} "
-                    f"(elapsed {_clock(time.monotonic() - start)}, {eta})")
+                    f"(elapsed {clock(time.monotonic() - start)}, {eta})")
                 if row is None:
                     t0 = time.monotonic()
                     row = _run_unit(config_path, configs[(variant, seed)], overrides, variant, seed, run_dir,
@@ -378,7 +389,7 @@ def compare(config_path: str | os.PathLike, *, variants: Sequence[str] = VARIANT
     report = out / "report.md"
     atomic_write_text(report, render_report(ordered, command=command, baseline="none" if "none" in variants
                                             else variants[0], plots=plots))
-    log(f"compare: {len(jobs)} runs in {_clock(time.monotonic() - start)}; report {report}")
+    log(f"compare: {len(jobs)} runs in {clock(time.monotonic() - start)}; report {report}")
     return report
 
 

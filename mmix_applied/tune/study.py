@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmix_applied.compare import compare, validation_figures
+from mmix_applied.compare import check_seeds_and_overrides, clock, compare, validation_figures
 from mmix_applied.engine.claims import check_writable, claim, config_changes, fit_finished, flat, holder
 from mmix_applied.engine.config import Config, config_to_dict, load_config
 from mmix_applied.engine.module import NonFiniteLossError
@@ -60,7 +60,6 @@ from mmix_applied.tune.space import SearchSpace, read_space
 
 __all__ = ["OBJECTIVES", "Objective", "objective_of", "tune"]
 
-_OWNED = ("mix.variant", "seed", "run.dir", "run.name")
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED) if TrialState is not None else ()
 
 
@@ -94,13 +93,7 @@ class _Surplus(MmixError, RuntimeError):
 def _check(trials: int, seeds: Sequence[int], overrides: Sequence[str], config: Config) -> None:
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"--trials must be a whole number >= 1; received {trials!r}")
-    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                             for s in seeds):
-        raise ValueError(f"--seeds must be distinct integers, at least one; received {list(seeds)}")
-    for item in overrides:
-        key = str(item).split("=", 1)[0].strip()
-        if key in _OWNED:
-            raise ValueError(f"override {item!r} sets {key}, which tune sets per run; received it in overrides")
+    check_seeds_and_overrides(seeds, overrides, tool="tune")
     if config.train.limit_val_batches == 0:
         raise ValueError("tune judges trials on validation figures; received train.limit_val_batches=0 (no "
                          "validation). Remove that override")
@@ -110,11 +103,6 @@ def _check(trials: int, seeds: Sequence[int], overrides: Sequence[str], config: 
         raise ValueError(f"tune trains each trial on one device; received train.devices={devices!r}, "
                          f"train.num_nodes={config.train.num_nodes}. Start one tune per GPU instead "
                          "(CUDA_VISIBLE_DEVICES=k mmix-applied tune ... --storage URL --study NAME; docs/tune.md)")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @dataclasses.dataclass
@@ -365,7 +353,7 @@ def tune(config_path: str | os.PathLike, *, trials: int, seeds: Sequence[int] = 
         if last is not None and not last.user_attrs.get("surplus"):
             _log_trial(log, study, last, trials, time.monotonic() - t0, objective)
     baseline = _baseline(run, study, seeds, objective.figure, wait=True)
-    log(f"tune: {trials} trials finished ({_clock(time.monotonic() - start)} in this process)")
+    log(f"tune: {trials} trials finished ({clock(time.monotonic() - start)} in this process)")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     final_dir, final_rows, best = None, [], None
     if complete:
@@ -399,4 +387,4 @@ def _log_trial(log: Callable[[str], Any], study: Any, trial: Any, trials: int, w
     best = ""
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         best = f"; best trial {study.best_trial.number}: {study.best_value:.4g}"
-    log(f"[trial {trial.number}] {what} in {_clock(wall)} ({finished}/{trials} finished{best})")
+    log(f"[trial {trial.number}] {what} in {clock(wall)} ({finished}/{trials} finished{best})")
