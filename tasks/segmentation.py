@@ -31,6 +31,7 @@ from mmix_applied.adapters import Segmentation
 from mmix_applied.adapters.base import plain
 from mmix_applied.data.brain import TISSUE_CLASSES
 from mmix_applied.data.digit_canvas import CANVAS_CLASSES, CANVAS_MEAN, CANVAS_STD, NUM_CANVAS_CLASSES
+from mmix_applied.data.masks import mask_labels
 from mmix_applied.data.segmentation_3d import invert_prediction
 from mmix_applied.engine.config.ranges import check_lengths
 from mmix_applied.engine.datamodule import DataModule
@@ -374,12 +375,7 @@ class SegmentationRecipe(Recipe):
         return z.softmax(1) if self.data.mode == "multiclass" else z.sigmoid()
 
     def _labels(self, logits: torch.Tensor) -> torch.Tensor:
-        """Masks from logits: class indices (multiclass), 0/1 ``(B, *S)`` (binary) or ``(B, C, *S)``."""
-        if self.data.mode == "multiclass":
-            return logits.argmax(dim=1).to(torch.uint8 if self.data.num_classes <= 256 else torch.int32)
-        if self.data.mode == "binary":
-            return (logits[:, 0] > 0).to(torch.uint8)
-        return (logits > 0).to(torch.uint8)
+        return mask_labels(logits, self.data.mode, self.data.num_classes)
 
     def predict_step(self, model: nn.Module, batch: Any) -> list[dict[str, Any]]:
         extras = self.options.overlays

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
 from mmix_applied.data.constants import SEGMENTATION_MODES
 
-__all__ = ["MaskMode", "check_mask_values"]
+__all__ = ["MaskMode", "check_mask_values", "mask_labels"]
 
 MaskMode = Literal["multiclass", "binary", "multilabel"]
 
@@ -37,3 +38,14 @@ def check_mask_values(
             f"{source} has values {bad[:8]} outside the {mode} range ({allowed}{hint}); check num_classes, "
             f"the mask mode, or set data.ignore_index for 'unlabelled' pixels.{void}"
         )
+
+
+def mask_labels(logits: torch.Tensor, mode: MaskMode, num_classes: int) -> torch.Tensor:
+    """Masks from ``(B, C, *S)`` logits: class indices ``(B, *S)`` (multiclass; uint8 up to 256 classes),
+    0/1 ``(B, *S)`` (binary) or 0/1 ``(B, C, *S)`` (multilabel). The recipe's ``predict`` and ``load_run``
+    write the same masks with it."""
+    if mode == "multiclass":
+        return logits.argmax(dim=1).to(torch.uint8 if num_classes <= 256 else torch.int32)
+    if mode == "binary":
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return (logits > 0).to(torch.uint8)

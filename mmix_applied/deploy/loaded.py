@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmix_applied.adapters.base import plain
 from mmix_applied.data.charset import Charset
+from mmix_applied.data.masks import mask_labels
 from mmix_applied.data.segmentation_3d import VolumeDataset, build_3d_transforms, invert_prediction
 from mmix_applied.deploy.info import EXPORT_KEY, RunInfo, build_network, network_state
 from mmix_applied.deploy.preprocess import (
@@ -177,11 +179,7 @@ class LoadedRun:
 
     def _labels(self, logits: torch.Tensor) -> torch.Tensor:
         """Masks from ``(B, C, *S)`` logits, as the segmentation recipe's ``predict`` writes them."""
-        if self.info.mode == "binary":
-            return (logits[:, 0] > 0).to(torch.uint8)
-        if self.info.mode == "multilabel":
-            return (logits > 0).to(torch.uint8)
-        return logits.argmax(dim=1).to(torch.uint8 if self.info.num_classes <= 256 else torch.int32)
+        return mask_labels(logits, self.info.mode or "multiclass", self.info.num_classes)
 
     def _segment_images(self, images: Any, t: float, batch_size: int) -> SegmentationPrediction:
         if isinstance(images, torch.Tensor):
@@ -217,10 +215,10 @@ class LoadedRun:
         for index in range(len(dataset)):
             batch = list_data_collate([dataset[index]])
             image = batch["image"]
-            batch["pred"] = self._window(image.as_tensor() if hasattr(image, "as_tensor") else image).cpu()
+            batch["pred"] = self._window(plain(image)).cpu()
             for item in decollate_batch(batch):
                 pred = invert_prediction(item, transform)
-                logits = (pred.as_tensor() if hasattr(pred, "as_tensor") else pred)[None].float()
+                logits = plain(pred)[None].float()
                 masks.append(self._labels(logits)[0])
                 probs.append(self.probabilities(logits, t)[0])
                 affines.append(np.asarray(pred.affine, dtype=np.float64))
