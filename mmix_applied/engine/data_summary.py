@@ -73,7 +73,7 @@ class DataDescription:
 
 def describe_data(recipe: Any, datamodule: Any) -> DataDescription:
     """The recipe's :class:`DataDescription`, or the split sizes of ``datamodule`` when it gives none."""
-    described = recipe.describe_data(datamodule) if callable(getattr(recipe, "describe_data", None)) else None
+    described = recipe.describe_data(datamodule)
     if described is not None:
         return described
     splits = []

@@ -201,6 +201,10 @@ class Recipe:
         :class:`mmix_applied.engine.data_summary.DataDescription`, or ``None`` (the split sizes alone)."""
         return None
 
+    def check_prediction_output(self, path: Path) -> None:
+        """Refuse, before anything is computed, an output whose side files would land among the user's
+        (default: nothing beside the table; segmentation checks its masks folder)."""
+
     def callbacks(self) -> list[Any]:
         """Extra Lightning callbacks this recipe wants (default none)."""
         return []

@@ -444,9 +444,7 @@ def predict(config: Config, *, checkpoint: str | os.PathLike, input: str | None 
     path = prediction_output(output, run_dir=run_dir, overwrite=overwrite or output is None, inputs=input)
     state = read_run_checkpoint(ckpt, config)
     recipe, module = _setup(config, state=state)
-    check_output = getattr(recipe, "check_prediction_output", None)
-    if callable(check_output):  # files the recipe writes beside the table (segmentation masks)
-        check_output(path)
+    recipe.check_prediction_output(path)  # files the recipe writes beside the table (segmentation masks)
     module.predict_raw = raw
     check_state_shapes(state, module, ckpt)
     del state
